@@ -120,7 +120,7 @@ def load_settings(config_path: str | None = None, overrides: Mapping[str, tuple[
     if problems:
         where = f" ({path})" if path else ""
         raise ConfigError(f"invalid configuration{where}: {len(problems)} problem(s)", problems=problems,
-                          hint="run `jackpot-maint config validate` to list them")
+                          hint="run `jackpot-maint config validate` to list them", details={"warnings": warnings})
     _register_settings_secrets(settings)
     return LoadedSettings(settings=settings, sources=sources, config_path=path, warnings=warnings)
 
@@ -274,7 +274,8 @@ def _register_secrets(flat: Mapping[str, tuple[Any, str]]) -> None:
         for item in value if isinstance(value, list) else [value]:
             if isinstance(item, str):
                 if "://" in item:
-                    register_url_secrets(item)
+                    # notifier URLs carry tokens in their paths; a DSN only its password
+                    register_url_secrets(item, tokens=key.startswith("notifiers."))
                 else:
                     register_secret(item)
 
@@ -286,7 +287,7 @@ def _register_settings_secrets(settings: Any) -> None:
         password = None
     register_secret(password)
     if settings.state.url is not None:
-        register_url_secrets(settings.state.url.get_secret_value())
+        register_url_secrets(settings.state.url.get_secret_value(), tokens=False)
     for notifier in settings.notifiers.values():
         for url in getattr(notifier, "urls", []):
             register_url_secrets(url.get_secret_value() if isinstance(url, SecretStr) else str(url))

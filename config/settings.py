@@ -8,7 +8,9 @@ Job sections (`jobs.<name>`) are the Options models of the job modules, collecte
 from __future__ import annotations
 
 import os
+import re
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, create_model, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -17,6 +19,9 @@ from config.alerting import AlertsSettings, NotifierSettings
 from config.daemon import SchedulerSettings
 from config.service import ServiceSettings
 from config.types import Duration, TableName
+
+
+_HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.\-]+|/[^\s]*)$")
 
 
 class Section(BaseModel):
@@ -58,6 +63,10 @@ class DatabaseSettings(Section):
         try:
             parsed = make_url(text)
             port = parsed.port  # noqa: F841 - parsing the port raises on garbage
+            split = urlsplit(text)
+            split.port  # noqa: B018 - raises ValueError on a bad port or bracket
+            if parsed.host and not _HOST.match(parsed.host):
+                raise ValueError(parsed.host)
         except (ArgumentError, ValueError):
             raise ValueError(f"cannot parse {mask_url(text)!r} as a URL like postgresql://user:password@host:5432/name") from None
         if not parsed.drivername.startswith("postgres"):

@@ -28,8 +28,9 @@ def register_secret(value: str | None) -> None:
         _secrets.add(value)
 
 
-def register_url_secrets(url: str | None) -> None:
-    """Register a URL (a notifier or DSN) and the tokens inside it as secrets."""
+def register_url_secrets(url: str | None, *, tokens: bool = True) -> None:
+    """Register a URL and its password as secrets; with tokens=True (notifier URLs) also the
+    token-like pieces of its path, query and user name (Slack, webhooks, ...)."""
     if not url:
         return
     register_secret(url)
@@ -39,11 +40,13 @@ def register_url_secrets(url: str | None) -> None:
         return
     if parts.password:
         register_secret(parts.password)
+    if not tokens:
+        return
     for piece in re.split(r"[/?&=#]", parts.path + "?" + parts.query):
         # path segments and query values of notifier URLs are usually tokens (Slack, webhooks, ...)
-        if len(piece) >= 8 and not piece.isalpha():
+        if len(piece) >= 8 and any(character.isdigit() for character in piece):
             register_secret(piece)
-    if parts.username and len(parts.username) >= 8 and not parts.username.isalpha():
+    if parts.username and len(parts.username) >= 8 and any(character.isdigit() for character in parts.username):
         register_secret(parts.username)
 
 

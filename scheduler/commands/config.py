@@ -28,6 +28,18 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                       help="say for each value whether it came from a default, the file or the environment")
     add_json_flag(show)
     show.set_defaults(handler=show_command)
+    example = actions.add_parser("example", parents=[common], help="print an example configuration listing every key",
+                                 description="Print a TOML file with every key, its default and one line of meaning.")
+    example.set_defaults(handler=lambda args: _print_generated("example"))
+    reference = actions.add_parser("reference", parents=[common], help="print the configuration reference (Markdown)")
+    reference.set_defaults(handler=lambda args: _print_generated("reference"))
+
+
+def _print_generated(kind: str) -> int:
+    from config.reference import example_toml, markdown_reference
+
+    sys.stdout.write(example_toml() if kind == "example" else markdown_reference())
+    return EXIT_OK
 
 
 def validate_command(args: argparse.Namespace) -> int:
@@ -42,6 +54,8 @@ def validate_command(args: argparse.Namespace) -> int:
             print(f"configuration is INVALID: {len(error.problems)} problem(s)", file=sys.stderr)
             for problem in error.problems:
                 print(f"  - {redact(problem)}", file=sys.stderr)
+            for warning in error.details.get("warnings", []):
+                print(f"  note: {warning}", file=sys.stderr)
         return EXIT_USAGE
     problems = cross_checks(loaded.settings)
     if args.json:
@@ -85,7 +99,7 @@ def show_command(args: argparse.Namespace) -> int:
         line = f"{key} = {_toml_value(value)}"
         if args.sources:
             line = f"{line:<70}  # {loaded.source_of(key)}"
-        print(line)
+        print(redact(line))
     return EXIT_OK
 
 
@@ -112,7 +126,8 @@ def _privacy_url(url: str) -> str:
         if not url.startswith(("postgres", "sqlite")):
             instance = apprise.Apprise.instantiate(url)
             if instance is not None:
-                return instance.url(privacy=True)
+                # the privacy form still shows path tokens of some schemes (json://, form://)
+                return redact(instance.url(privacy=True))
             return url.split("://", 1)[0] + "://" + MASK
     except Exception:  # noqa: BLE001
         return url.split("://", 1)[0] + "://" + MASK
