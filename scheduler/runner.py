@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import threading
+import time
 import traceback
 from dataclasses import dataclass
 from datetime import datetime
@@ -33,9 +34,12 @@ def run_job(settings, name: str, *, trigger: str = "manual", dry_run: bool = Fal
             scheduled_for: datetime | None = None, state: StateStore | None = None,
             cancel_event: threading.Event | None = None, progress: Callable[[str], None] | None = None,
             options_override: dict[str, Any] | None = None, run_id: str | None = None,
-            lock: bool = True) -> RunOutcome:
+            lock: bool = True, claim: bool = False) -> RunOutcome:
     """Given settings and a job name, run the job once and record it. Return the outcome.
 
+    claim: a scheduled fire of a database job: also claim (job, scheduled_for) across hosts; a fire
+    another host claimed is recorded as skipped. Setting cancel_event stops the run: the job sees it
+    at its next check_cancelled() and its queries are cancelled in PostgreSQL.
     Raise UsageError for an unknown job and StateStoreUnavailable when the ledger cannot be written;
     everything the job itself raises is caught, classified and recorded.
     """
@@ -49,14 +53,15 @@ def run_job(settings, name: str, *, trigger: str = "manual", dry_run: bool = Fal
         if options_override:
             options = options.model_copy(update=options_override)
         try:
-            with (job_lock(settings, name, module.SCOPE, state) if lock else _nothing()):
+            claim_for = scheduled_for if claim and module.SCOPE == "database" else None
+            with (job_lock(settings, name, module.SCOPE, state, claim_for=claim_for) if lock else _nothing()):
                 return _run_locked(settings, module, name, options, state, trigger=trigger, dry_run=dry_run,
                                    scheduled_for=scheduled_for, cancel_event=cancel_event, progress=progress,
                                    run_id=run_id)
         except JobLocked as locked:
             record = ledger.start_run(state, name, trigger, scheduled_for=scheduled_for, dry_run=dry_run,
                                       status="skipped", message=locked.message, run_id=run_id)
-            logger.warning("{}: skipped: {}", name, locked.message)
+            logger.bind(job=name, run_id=record.id).warning("{} skipped: {}", name, locked.message)
             _after_run(settings, state, record, None, locked)
             return RunOutcome(record, None, locked, locked.exit_code)
         except ConnectionFailed as failure:
@@ -64,7 +69,15 @@ def run_job(settings, name: str, *, trigger: str = "manual", dry_run: bool = Fal
             record = ledger.start_run(state, name, trigger, scheduled_for=scheduled_for, dry_run=dry_run,
                                       status="running", run_id=run_id)
             ledger.finish_run(state, record, "failed", error_code=failure.codes, message=failure.message)
-            logger.error("{}: {}", name, failure)
+            logger.bind(job=name, run_id=record.id).error("{} failed: {}", name, failure)
+            _after_run(settings, state, record, None, failure)
+            return RunOutcome(record, None, failure, failure.exit_code)
+        except JackpotError as failure:
+            # taking the lock or the claim failed for another reason (e.g. a permission): recorded, not raised
+            record = ledger.start_run(state, name, trigger, scheduled_for=scheduled_for, dry_run=dry_run,
+                                      status="running", run_id=run_id)
+            ledger.finish_run(state, record, "failed", error_code=failure.codes, message=redact(failure.message))
+            logger.error("{}: {}", name, redact(str(failure)))
             _after_run(settings, state, record, None, failure)
             return RunOutcome(record, None, failure, failure.exit_code)
     finally:
@@ -88,11 +101,9 @@ def _run_locked(settings, module, name, options, state, *, trigger, dry_run, sch
                          dry_run=dry_run, host=record.host, logger=bound, state=state,
                          cancel_event=cancel_event or threading.Event(), progress=progress)
     timed_out = threading.Event()
+    finished = threading.Event()
 
-    def _on_timeout() -> None:
-        timed_out.set()
-        context.cancel_event.set()
-        bound.error("{} exceeded its timeout of {:g}s; cancelling its queries", name, options.timeout)
+    def _cancel_queries() -> None:
         try:
             from scheduler.db import cancel_backends
 
@@ -100,8 +111,24 @@ def _run_locked(settings, module, name, options, state, *, trigger, dry_run, sch
         except Exception as error:  # noqa: BLE001
             bound.warning("could not cancel the job's queries: {}", redact(str(error)))
 
-    timer = threading.Timer(options.timeout, _on_timeout)
-    timer.daemon = True
+    def _watch() -> None:
+        # One watcher per run: the timeout, or a stop asked from outside (the daemon's SIGTERM), sets
+        # the cancel event for check_cancelled() and cancels the job's queries in PostgreSQL, since a
+        # job blocked in a long statement never reaches its next check_cancelled().
+        deadline = context.started_monotonic + options.timeout
+        while not finished.wait(min(0.25, max(deadline - time.monotonic(), 0.0))):
+            if context.cancel_event.is_set():
+                bound.warning("{} asked to stop; cancelling its queries", name)
+                _cancel_queries()
+                return
+            if time.monotonic() >= deadline:
+                timed_out.set()
+                context.cancel_event.set()
+                bound.error("{} exceeded its timeout of {:g}s; cancelling its queries", name, options.timeout)
+                _cancel_queries()
+                return
+
+    timer = threading.Thread(target=_watch, name=f"watch:{name}", daemon=True)
     timer.start()
     bound.info("{} started ({}{})", name, trigger, ", dry run" if dry_run else "")
     result: JobResult | None = None
@@ -120,12 +147,16 @@ def _run_locked(settings, module, name, options, state, *, trigger, dry_run, sch
     except Exception as exc:  # noqa: BLE001 - one job's failure never takes the process down
         if timed_out.is_set():
             error = JobTimeout(f"{name} exceeded its timeout of {options.timeout:g}s and was cancelled")
+        elif context.cancel_event.is_set():
+            # its query was cancelled because the daemon is stopping
+            stopped = True
+            error = JackpotError(f"{name} was cancelled before it finished (the daemon is stopping)", code="J006")
         else:
             error = classify(exc, resource=settings.database_display())
             if type(error) is JackpotError:  # unexpected: keep the traceback for the log
                 bound.opt(exception=exc).error("{} failed unexpectedly", name)
     finally:
-        timer.cancel()
+        finished.set()
         context.close()
 
     if error is not None:
