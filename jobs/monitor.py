@@ -279,9 +279,11 @@ def advance(record: dict[str, Any] | None, state: str, for_cycles: int, recover_
 
 
 def finding_for(result: CheckResult, record: dict[str, Any], transition: str | None) -> Finding | None:
-    """The Finding alerting should see for a check this cycle: ok=False while it is firing, ok=True
-    the cycle it recovers; None otherwise."""
-    if not record["firing"] and transition != "recovered":
+    """The Finding alerting should see for a check this cycle: ok=False while it is firing and still
+    failing, ok=True the cycle it recovers; None otherwise (a firing check counting its good cycles
+    towards recovery, or one that could not be measured, adds no new evidence)."""
+    recovered = transition == "recovered"
+    if not recovered and not (record["firing"] and result.state in ("warning", "critical")):
         return None
     info = info_for(result.name)
     severity = info.severity_critical if (result.state == "critical" or (result.state != "warning" and record.get("worst") == "critical")) \
@@ -290,8 +292,6 @@ def finding_for(result: CheckResult, record: dict[str, Any], transition: str | N
                 + f" - {result.message}"]
     if record["firing"]:
         symptoms.append(f"failing for {record['failing']} consecutive cycle(s) since {record.get('since')}")
-        if result.state == "unknown":
-            symptoms.append("could not be measured this cycle; the alert stays open until the check passes")
     for line in result.details.get("lines", [])[:10]:
         symptoms.append(line)
     details = {"check": result.name, "state": result.state, "value": result.value, "unit": result.unit,

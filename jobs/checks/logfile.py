@@ -15,25 +15,39 @@ On the first cycle the monitor starts following at the end of the file (old erro
 from __future__ import annotations
 
 import collections
+import hashlib
 import os
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from jobs.checks import CheckContext, CheckResult, Probe, graded
 from scheduler.redact import redact
 
 CHUNK = 1 << 20
+HEAD_BYTES = 256
 EVIDENCE_LINES = 5
 
 
 @dataclass
 class LogPosition:
+    """Where reading stopped. head is a digest of the file's first head_length bytes: a new file that
+    reuses the old inode number (common after delete + create) is told apart by its content."""
+
     device: int
     inode: int
     offset: int
+    head: str = ""
+    head_length: int = 0
 
-    def to_dict(self) -> dict[str, int]:
-        return {"device": self.device, "inode": self.inode, "offset": self.offset}
+    def to_dict(self) -> dict[str, Any]:
+        return {"device": self.device, "inode": self.inode, "offset": self.offset, "head": self.head,
+                "head_length": self.head_length}
+
+
+def _head_digest(handle, length: int) -> str:
+    handle.seek(0)
+    return hashlib.sha1(handle.read(length)).hexdigest()
 
 
 @dataclass
@@ -80,9 +94,14 @@ class LogFollower:
             elif status.st_size < position.offset:
                 result.events.append("truncated")
                 offset = self._scan(handle, 0, status.st_size, result, tail)
+            elif position.head and _head_digest(handle, position.head_length) != position.head:
+                result.events.append("replaced")  # a new file under a reused inode number
+                offset = self._scan(handle, 0, status.st_size, result, tail)
             else:
                 offset = self._scan(handle, position.offset, status.st_size, result, tail)
-            result.position = LogPosition(status.st_dev, status.st_ino, offset)
+            head_length = min(offset, HEAD_BYTES)
+            result.position = LogPosition(status.st_dev, status.st_ino, offset, _head_digest(handle, head_length),
+                                          head_length)
         result.last_matches = [redact(line.decode("utf-8", "replace").rstrip()[:500]) for line in tail]
         return result
 
@@ -158,7 +177,8 @@ def check_log(context: CheckContext) -> CheckResult:
     path = context.settings.service.resolve(context.settings.service.log_file)
     key = f"log:{path}"
     stored = context.recall(key)
-    position = LogPosition(**stored["position"]) if stored and stored.get("position") else None
+    # diagnose looks at the tail, like the guide; only the monitor follows the file
+    position = LogPosition(**stored["position"]) if stored and stored.get("position") and context.persist else None
     follower = LogFollower(path, options.pattern)
     try:
         read = follower.read(position, tail_lines=None if context.persist else options.tail_lines)
