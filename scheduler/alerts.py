@@ -576,14 +576,14 @@ def _deliver(settings, state: StateStore, row: Any, target: Any, now: datetime, 
                        target.display, row.attempts, error)
 
 
-def _claim(state: StateStore, row_id: int, now: datetime) -> Any | None:
+def _claim(state: StateStore, row_id: int) -> Any | None:
     """Take one pending outbox row for this process: a conditional UPDATE that only one process wins
     (on PostgreSQL a concurrent claimer waits for the row and then finds it no longer pending)."""
     claimer = f"{_hostname()}:{os.getpid()}:{threading.get_ident()}"
     with state.begin() as connection:
         claimed = connection.execute(notifications.update().where(notifications.c.id == row_id,
                                                                   notifications.c.status == "pending")
-                                     .values(status="sending", claimed_at=now, claimed_by=claimer,
+                                     .values(status="sending", claimed_at=_utcnow(), claimed_by=claimer,
                                              attempts=notifications.c.attempts + 1)).rowcount
         if claimed != 1:
             return None
@@ -611,7 +611,7 @@ def _dispatch(settings, state: StateStore, now: datetime, row_ids: list[int] | N
     threads: list[tuple[threading.Thread, float]] = []
     claimed_rows = []
     for row_id in due:
-        row = _claim(state, row_id, now)
+        row = _claim(state, row_id)
         if row is None:
             continue
         target = targets.get(row.target)
@@ -665,7 +665,8 @@ def _use_fallback(settings, state: StateStore, rows: list[Any], now: datetime) -
 def _recover_stale_sends(settings, state: StateStore, now: datetime) -> None:
     """Rows left 'sending' by a process that died mid-send go back to pending: a page that may be a
     duplicate is better than a page lost."""
-    cutoff = now - timedelta(seconds=settings.alerts.send_timeout + _SENDING_STALE_AFTER)
+    # real time, not the injected clock: this is about a process dying, not about the alert's clocks
+    cutoff = _utcnow() - timedelta(seconds=settings.alerts.send_timeout + _SENDING_STALE_AFTER)
     with state.begin() as connection:
         count = connection.execute(notifications.update().where(notifications.c.status == "sending",
                                                                 notifications.c.claimed_at < cutoff)
