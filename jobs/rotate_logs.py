@@ -25,6 +25,7 @@ import glob
 import os
 import re
 import signal
+import socket
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -159,22 +160,37 @@ class Rotation:
 
     def skip(self, path: str, reason: str, *, problem: bool = False) -> None:
         self.skipped[path] = reason
+        if self.dry_run:
+            self.plan.append(f"would not rotate {path}: {reason}")
         self.context.report(f"{path}: skipped: {reason}")
         if problem:
             self.problems.append(f"{path}: {reason}")
 
     # ---- state store journal -------------------------------------------------------------------
+    # One entry per host and log ("host:/path"): the state store may be shared by several hosts,
+    # each with its own files at the same paths.
+
+    @property
+    def key_prefix(self) -> str:
+        return f"{self.context.host or socket.gethostname()}:"
 
     def journal(self, path: str) -> dict[str, Any]:
         if path not in self.journals:
-            stored = self.context.state.get_value(STATE_NAMESPACE, path) if self.context.state else None
+            stored = self.context.state.get_value(STATE_NAMESPACE, self.key_prefix + path) if self.context.state else None
             self.journals[path] = dict(stored or {})
         return self.journals[path]
 
     def save_journal(self, path: str) -> None:
         if self.dry_run or self.context.state is None:
             return
-        self.context.state.set_value(STATE_NAMESPACE, path, self.journals[path])
+        self.context.state.set_value(STATE_NAMESPACE, self.key_prefix + path, self.journals[path])
+
+    def pending_paths(self) -> list[str]:
+        """Logs this host has an unfinished rotation journaled for."""
+        if self.context.state is None:
+            return []
+        return [key[len(self.key_prefix):] for key, journal in self.context.state.values(STATE_NAMESPACE).items()
+                if key.startswith(self.key_prefix) and isinstance(journal, dict) and journal.get("pending")]
 
 
 def run(context: JobContext) -> JobResult:
@@ -239,10 +255,8 @@ def _resolve_files(rotation: Rotation) -> list[LogFile]:
                 found.setdefault(match, LogFile(match, _rotated_dir(options, match), explicit=False))
         else:
             found.setdefault(path, LogFile(path, _rotated_dir(options, path)))
-    if rotation.context.state is not None:
-        for path, journal in rotation.context.state.values(STATE_NAMESPACE).items():
-            if isinstance(journal, dict) and journal.get("pending") and path not in found:
-                found[path] = LogFile(path, _rotated_dir(options, path), explicit=False)
+    for path in rotation.pending_paths():
+        found.setdefault(path, LogFile(path, _rotated_dir(options, path), explicit=False))
     return list(found.values())
 
 
