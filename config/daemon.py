@@ -17,7 +17,6 @@ class SchedulerSettings(BaseModel):
     heartbeat_interval: Duration = Field(30.0, description="How often the daemon records its heartbeat (read by `status`)")
     retry_initial: Duration = Field(5.0, description="First retry delay when the target database or state store is unreachable")
     retry_max: Duration = Field(300.0, description="Longest retry delay (the delay doubles up to this)")
-    skipped_alert_after: int = Field(3, ge=1, description="Alert when a job's fire is skipped (still running) this many times in a row")
     max_workers: int = Field(8, ge=1, le=64, description="Jobs that may run at the same time (different jobs; one job never overlaps itself)")
     claim_retention_days: int = Field(7, ge=1, description="Keep the multi-host fire claims (jackpot_maint.schedule_claims) this many days")
     metrics_port: int | None = Field(None, ge=1, le=65535, description="Serve Prometheus metrics on this port (127.0.0.1 only); off when unset")

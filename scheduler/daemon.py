@@ -322,9 +322,11 @@ class Daemon:
         self.stopping = False
         self._stop_deadline = 0.0
         self._cancel_deadline: float | None = None
-        self.active: dict[str, tuple[threading.Event, datetime]] = {}
+        # running fires by token: (job, cancel event, started); a catch-up and a fire may overlap briefly
+        self.active: dict[int, tuple[str, threading.Event, datetime]] = {}
+        self._tokens = iter(range(1, 1 << 62))
         self._job_specs: dict[str, tuple] = {}
-        self._skip_streak: dict[str, int] = {}
+        self._missed_alerted: set[str] = set()
         self._missed_while_down: dict[str, int] = {}
         self.target_state = "unknown"  # unknown | up | down
         self._target_down_since: datetime | None = None
@@ -521,9 +523,17 @@ class Daemon:
             with self._lock:
                 self._missed_while_down[name] = self._missed_while_down.get(name, 0) + 1
             return
+        since = self.running_since(name)
+        if since is not None:
+            # the previous run (e.g. a catch-up) is still going here: no need to ask the database
+            self._record_not_run(name, trigger, scheduled_for, "skipped",
+                                 f"the previous run of {name} is still running on this host since "
+                                 f"{since:%Y-%m-%d %H:%M:%S} UTC; fire skipped")
+            return
         cancel_event = threading.Event()
         with self._lock:
-            self.active[name] = (cancel_event, datetime.now(timezone.utc))
+            token = next(self._tokens)
+            self.active[token] = (name, cancel_event, datetime.now(timezone.utc))
             self.metrics.running[name] = 1
         settings = self.settings
         try:
@@ -535,66 +545,71 @@ class Daemon:
             return
         finally:
             with self._lock:
-                self.active.pop(name, None)
-                self.metrics.running.pop(name, None)
+                self.active.pop(token, None)
+                if self.running_since(name) is None:
+                    self.metrics.running.pop(name, None)
         record = outcome.record
         self.metrics.record_run(record)
         if isinstance(outcome.error, ConnectionFailed) and module.SCOPE == "database":
             self._target_unreachable(outcome.error.message)
-        elif module.SCOPE == "database" and record.status not in ("skipped",):
+        elif module.SCOPE == "database" and not isinstance(outcome.error, FireClaimed):
             self._target_answered()
-        if record.status == "skipped" and not isinstance(outcome.error, FireClaimed):
-            self._skipped(name, record.message or "still running")
-        elif record.status != "skipped":
-            self._ran(name)
-        if record.status in ("ok", "problems") and name in settings.scheduler.deadman_jobs:
-            self._ping_deadman(name)
+        if record.status in ("ok", "problems"):
+            if name in self._missed_alerted:
+                self._missed_alerted.discard(name)
+                self._report(f"daemon:missed:{name}", ok=True, title=f"{name} runs again", category="maintenance",
+                             severity="P3", code="J005", scope="host")
+            if name in settings.scheduler.deadman_jobs:
+                self._ping_deadman(name)
         self._housekeeping_wakeup.set()  # refresh the metrics file soon
 
-    def _skipped(self, name: str, why: str) -> None:
+    def running_since(self, name: str) -> datetime | None:
+        """When the oldest running fire of this job started on this host, or None."""
         with self._lock:
-            streak = self._skip_streak.get(name, 0) + 1
-            self._skip_streak[name] = streak
-        if streak >= self.settings.scheduler.skipped_alert_after:
-            self._report(f"daemon:skipped:{name}", ok=False, title=f"{name} skipped {streak} times in a row: still running",
-                         category="performance", severity="P3", code="J006", scope="host",
-                         symptoms=[f"{streak} consecutive fires of {name} found it still running", why])
+            starts = [started for job, _event, started in self.active.values() if job == name]
+        return min(starts) if starts else None
 
-    def _ran(self, name: str) -> None:
-        with self._lock:
-            streak = self._skip_streak.pop(name, 0)
-        if streak >= self.settings.scheduler.skipped_alert_after:
-            self._report(f"daemon:skipped:{name}", ok=True, title=f"{name} runs again", category="performance",
-                         severity="P3", code="J006", scope="host")
+    def _record_not_run(self, name: str, trigger: str, scheduled_for: datetime | None, status: str, message: str) -> None:
+        """Record a fire that did not run (skipped, missed) in the ledger, and hand it to alerting,
+        which raises an alert when it happens several times in a row."""
+        from scheduler import ledger
+        from scheduler.runner import _after_run
+
+        try:
+            record = ledger.start_run(self.state, name, trigger, scheduled_for=scheduled_for, status=status,
+                                      message=message)
+        except Exception as error:  # noqa: BLE001
+            logger.error("{}: could not record a {} fire: {}", name, status, error)
+            return
+        logger.warning("{}: {}", name, message)
+        self.metrics.record_run(record)
+        _after_run(self.settings, self.state, record, None, None)
 
     def _on_scheduler_event(self, event: Any) -> None:
         """APScheduler's missed / max-instances / error events: recorded in the ledger and alerted."""
-        from scheduler import ledger
-
         name = str(event.job_id).split(":")[0]
         try:
             if event.code == EVENT_JOB_MAX_INSTANCES:
-                running = self.active.get(name)
-                since = f" since {running[1]:%Y-%m-%d %H:%M:%S} UTC" if running else ""
-                message = f"the previous run of {name} is still running on this host{since}; fire skipped"
+                since = self.running_since(name)
+                since_text = f" since {since:%Y-%m-%d %H:%M:%S} UTC" if since else ""
                 for run_time in event.scheduled_run_times[-1:]:
-                    record = ledger.start_run(self.state, name, "scheduled", scheduled_for=run_time, status="skipped",
-                                              message=message)
-                    self.metrics.record_run(record)
-                logger.warning("{}: {}", name, message)
-                self._skipped(name, message)
+                    self._record_not_run(name, "scheduled", run_time, "skipped",
+                                         f"the previous run of {name} is still running on this host{since_text}; fire skipped")
             elif event.code == EVENT_JOB_MISSED:
                 late = (datetime.now(timezone.utc) - event.scheduled_run_time).total_seconds()
                 message = f"fire missed: the scheduler reached it {late:.1f}s late, past its misfire grace"
-                record = ledger.start_run(self.state, name, "scheduled", scheduled_for=event.scheduled_run_time,
-                                          status="missed", message=message)
-                self.metrics.record_run(record)
-                self._report(f"daemon:missed:{name}", ok=False, title=f"{name}: a scheduled run was missed",
-                             category="maintenance", severity="P3", code="J006", scope="host", symptoms=[message])
+                self._record_not_run(name, "scheduled", event.scheduled_run_time, "missed", message)
+                self._alert_missed(name, message)
             elif event.code == EVENT_JOB_ERROR:
                 logger.error("{}: the scheduler caught an error: {}", name, event.exception)
         except Exception as error:  # noqa: BLE001 - recording must never break the scheduler's loop
             logger.error("{}: could not record a scheduler event: {}", name, error)
+
+    def _alert_missed(self, name: str, message: str) -> None:
+        self._missed_alerted.add(name)
+        self._report(f"daemon:missed:{name}", ok=False, title=f"{name}: a scheduled run was missed",
+                     category="maintenance", severity="P3", code="J005", scope="host", symptoms=[message],
+                     attempts=["the run is not caught up (older than its misfire_grace); it runs at its next fire"])
 
     # ---- catch-up -----------------------------------------------------------------------------
 
@@ -631,13 +646,9 @@ class Daemon:
                     tail = ("; the latest fire is caught up once" if plan.fire
                             else f"; older than the misfire grace of {grace:g}s, not caught up")
                     message = f"{plan.missed} fire(s) {span} missed ({reason}){tail}"
-                    record = ledger.start_run(self.state, name, "scheduled", scheduled_for=plan.last_missed,
-                                              status="missed", message=message)
-                    self.metrics.record_run(record)
-                    logger.warning("{}: {}", name, message)
+                    self._record_not_run(name, "scheduled", plan.last_missed, "missed", message)
                     if not plan.fire:
-                        self._report(f"daemon:missed:{name}", ok=False, title=f"{name}: scheduled runs were missed",
-                                     category="maintenance", severity="P3", code="J006", scope="host", symptoms=[message])
+                        self._alert_missed(name, message)
                 if plan.fire:
                     logger.info("{}: catching up the {} fire once ({})", name, plan.fire.isoformat(), reason)
                     self.scheduler.add_job(self._fire, DateTrigger(run_date=now), id=f"{name}:catch-up", name=f"{name} catch-up",
@@ -747,21 +758,22 @@ class Daemon:
             self.stopping = True
             grace = self.settings.scheduler.stop_grace
             self._stop_deadline = now + grace
-            running = sorted(self.active)
+            running = sorted({job for job, _event, _started in self.active.values()})
             self.notifier.stopping(f"stopping: waiting up to {grace:g}s for {len(running)} running job(s)")
             logger.info("stopping: no new runs; {}", f"waiting up to {grace:g}s for {', '.join(running)}" if running
                         else "no job is running")
             self.scheduler.pause()
             self._housekeeping_wakeup.set()
         with self._lock:
-            active = dict(self.active)
+            active = {job: cancel_event for job, cancel_event, _started in self.active.values()}
         if not active:
             self.scheduler.shutdown(wait=False)
             return
         if self._cancel_deadline is None and (now >= self._stop_deadline or self._stop_requested > 1):
             logger.warning("stop grace over: cancelling {} (their queries are cancelled in PostgreSQL)", ", ".join(sorted(active)))
-            for cancel_event, _started in active.values():
-                cancel_event.set()
+            with self._lock:
+                for _job, cancel_event, _started in self.active.values():
+                    cancel_event.set()
             self._cancel_deadline = now + self.settings.scheduler.stop_cancel_wait
         elif self._cancel_deadline is not None and now >= self._cancel_deadline:
             self.unfinished_runs = sorted(active)
@@ -893,7 +905,8 @@ class Daemon:
                 "host": self.host, "pid": os.getpid(), "version": __version__, "state": state_text,
                 "started_at": self.started_at.isoformat(), "heartbeat_at": datetime.now(timezone.utc).isoformat(),
                 "heartbeat_interval": self.settings.scheduler.heartbeat_interval, "config": self.config_path,
-                "target_database": self.target_state, "running": sorted(self.active),
+                "target_database": self.target_state,
+                "running": sorted({job for job, _event, _started in self.active.values()}),
                 "next_fire_times": self.next_fire_times(),
             })
         except Exception as error:  # noqa: BLE001

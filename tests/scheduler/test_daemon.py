@@ -1,0 +1,156 @@
+"""The daemon as a real process: systemd notifications, reload, stop, kill -9, and manual runs beside it.
+
+Each test starts `python -m scheduler run` with a real unix datagram socket as $NOTIFY_SOCKET and
+ping_database (a real small job) on a short schedule, against the session's PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from helpers_daemon import DaemonProcess, daemon_env, ledger_rows, wait_until, write_config
+
+
+def only_ping(schedule: str = "every 1s", **options: object) -> str:
+    """Config text enabling ping_database alone (the other jobs are tested by their own tests)."""
+    import config  # noqa: F401 - the settings model first: it imports the job modules itself
+    from jobs.registry import all_jobs
+
+    lines = []
+    for name in all_jobs():
+        if name != "ping_database":
+            lines.append(f"[jobs.{name}]\nenabled = false\n")
+    extra = "".join(f"{key} = {json.dumps(value)}\n" for key, value in options.items())
+    lines.append(f'[jobs.ping_database]\nenabled = true\nschedule = "{schedule}"\n{extra}')
+    return "\n".join(lines)
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "scheduler", *args], capture_output=True, text=True,
+                          env=daemon_env(**(env or {})), timeout=timeout)
+
+
+@pytest.fixture
+def daemons():
+    started: list[DaemonProcess] = []
+    yield started
+    for daemon in started:
+        daemon.stop()
+
+
+def test_daemon_notifies_systemd_reloads_valid_config_rejects_invalid_one_and_stops_cleanly(
+        tmp_path, database_url, daemons):
+    state = tmp_path / "state.db"
+    config = write_config(tmp_path / "config.toml", database_url, state,
+                          "[scheduler]\nheartbeat_interval = \"1s\"\n\n" + only_ping("every 1s"))
+    daemon = DaemonProcess(tmp_path, config, "host-a", watchdog_usec=1_000_000).start()
+    daemons.append(daemon)
+
+    daemon.wait_for_notify("READY=1")
+    daemon.wait_for_notify("WATCHDOG=1", count=3, timeout=5)
+    wait_until(lambda: len([r for r in ledger_rows(state, "ping_database") if r["status"] == "ok"]) >= 2, 15,
+               "ping_database never ran twice on its 1s schedule", process=daemon.process)
+    status_lines = daemon.notified("STATUS=")
+    assert any("scheduled" in line and "target database" in line for line in status_lines)
+
+    # status sees the running daemon, the job's last and next run
+    result = run_cli("status", "--json", "--config", str(config), env={"RUNTIME_DIRECTORY": str(daemon.runtime),
+                                                                        "JACKPOT_MAINT_HOST": "host-a"})
+    assert result.returncode == 0, result.stderr + result.stdout
+    status = json.loads(result.stdout)
+    assert status["daemon"]["running"] is True and status["daemon"]["pid"] == daemon.process.pid
+    ping = next(job for job in status["jobs"] if job["name"] == "ping_database")
+    assert ping["last_run"]["status"] == "ok" and ping["next_run"]
+
+    # valid reload: the job is removed without a restart...
+    config.write_text(config.read_text().replace('enabled = true\nschedule = "every 1s"', "enabled = false"))
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_for_notify("RELOADING=1")
+    daemon.wait_for_notify("READY=1", count=2)
+    wait_until(lambda: "ping_database: removed from the schedule" in daemon.log(), 5, "job not removed on reload")
+    time.sleep(0.3)  # a run started just before the reload may still be finishing
+    count_after_removal = len(ledger_rows(state, "ping_database"))
+    time.sleep(2.2)
+    assert len(ledger_rows(state, "ping_database")) == count_after_removal, "a removed job kept running"
+
+    # ...and added back with another schedule
+    config.write_text(config.read_text().replace("[jobs.ping_database]\nenabled = false",
+                                                 '[jobs.ping_database]\nenabled = true\nschedule = "every 2s"'))
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_for_notify("READY=1", count=3)
+    wait_until(lambda: len(ledger_rows(state, "ping_database")) > count_after_removal, 6,
+               "job not scheduled again after reload", process=daemon.process)
+
+    # invalid reload: rejected whole, every problem logged, the old configuration kept
+    valid_text = config.read_text()
+    config.write_text(valid_text.replace('schedule = "every 2s"', 'schedule = "every fortnight"')
+                      .replace("[database]\n", "[database]\nbogus_key = 1\n")
+                      .replace("[scheduler]\n", '[scheduler]\nstop_grace = "soon"\n'))
+    before = len(ledger_rows(state, "ping_database"))
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_for_notify("RELOADING=1", count=3)
+    daemon.wait_for_notify("READY=1", count=4)
+    wait_until(lambda: "reload rejected" in daemon.log(), 5, "invalid reload not reported")
+    log = daemon.log()
+    assert "jobs.ping_database.schedule" in log and "database.bogus_key" in log and "scheduler.stop_grace" in log
+    assert any("reload rejected" in line for line in daemon.notified("STATUS="))
+    wait_until(lambda: len(ledger_rows(state, "ping_database")) >= before + 1, 6,
+               "the old configuration stopped running after a rejected reload", process=daemon.process)
+    assert daemon.process.poll() is None
+
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait(15) == 0
+    assert daemon.notified("STOPPING=1")
+    assert "daemon stopped" in daemon.log()
+
+
+def test_manual_run_beside_daemon_exits_4_and_kill_9_leaves_an_abandoned_run_and_sigterm_cancels_the_query(
+        tmp_path, database_url, pg, daemons):
+    state = tmp_path / "state.db"
+    config = write_config(tmp_path / "config.toml", database_url, state,
+                          '[scheduler]\nstop_grace = "1s"\nstop_cancel_wait = "5s"\n\n'
+                          + only_ping("every 1s", sleep="30s", timeout="60s"))
+    daemon = DaemonProcess(tmp_path, config, "host-k").start()
+    daemons.append(daemon)
+    daemon.wait_for_notify("READY=1")
+    running = wait_until(lambda: [r for r in ledger_rows(state, "ping_database") if r["status"] == "running"], 15,
+                         "ping_database never started", process=daemon.process)
+
+    # a manual run takes the same lock: exit 4, saying where and since when
+    manual = run_cli("jobs", "run", "ping_database", "--config", str(config), env={"JACKPOT_MAINT_HOST": "host-m"})
+    assert manual.returncode == 4, manual.stdout + manual.stderr
+    said = manual.stdout + manual.stderr
+    assert "already running on host host-k" in said and "since" in said
+
+    # kill -9 in the middle of the job; the restarted daemon marks the interrupted run abandoned
+    daemon.kill9()
+    restarted = DaemonProcess(tmp_path, config, "host-k").start()
+    daemons.append(restarted)
+    restarted.wait_for_notify("READY=1")
+    interrupted = next(r for r in ledger_rows(state, "ping_database") if r["id"] == running[0]["id"])
+    assert interrupted["status"] == "abandoned"
+    history = json.loads(run_cli("history", "--json", "--job", "ping_database", "--config", str(config)).stdout)
+    assert any(run["id"] == running[0]["id"] and run["status"] == "abandoned" for run in history)
+
+    # SIGTERM during a running job: bounded grace, then its query is cancelled in PostgreSQL; exit 0
+    wait_until(lambda: [r for r in ledger_rows(state, "ping_database")
+                        if r["status"] == "running" and r["pid"] == restarted.process.pid], 40,
+               "the restarted daemon never started the job", process=restarted.process)
+    started = time.monotonic()
+    restarted.signal(signal.SIGTERM)
+    assert restarted.wait(20) == 0
+    assert time.monotonic() - started < 10
+    assert restarted.notified("STOPPING=1")
+    ran = [r for r in ledger_rows(state, "ping_database")
+           if r["pid"] == restarted.process.pid and r["status"] not in ("skipped", "missed")]
+    assert [r["status"] for r in ran] == ["cancelled"] and ran[0]["error_code"].startswith("J006")
+    database = database_url.rsplit("/", 1)[1]
+    sleeping = pg.execute("SELECT pid FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%%' "
+                          f"AND datname = '{database}' AND backend_start > now() - interval '12 seconds'")
+    assert not sleeping, "the stopped daemon's query is still running"
