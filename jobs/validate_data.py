@@ -152,11 +152,11 @@ def validation_sql(table: str, rule_list: list[Rule], sample_size: int) -> str:
 
 def validate(connection: Connection, table: str, rule_list: list[Rule], sample_size: int) -> dict[str, Any]:
     """Run the one-pass validation in the connection's transaction. Return {"rows": n, <key>: (count, ids)}."""
-    # JIT compiles ~30 aggregate expressions for a single scan: it costs more than it saves here.
-    connection.execute(text("SET LOCAL jit = off"))
-    # The planner multiplies default selectivities of ~13 OR-ed conditions and expects nearly every row
-    # to break a rule, so it refuses to ship rows from parallel workers; in fact few rows do.
-    connection.execute(text("SET LOCAL parallel_tuple_cost = 0.0001"))
+    # For this transaction only (one round trip): JIT would compile ~30 aggregate expressions for a
+    # single scan, costing more than it saves; and the planner, multiplying the default selectivities of
+    # 13 OR-ed conditions, expects nearly every row to break a rule and so refuses to ship rows from
+    # parallel workers, when in fact few rows do.
+    connection.execute(text("SELECT set_config('jit', 'off', true), set_config('parallel_tuple_cost', '0.0001', true)"))
     row = connection.execute(text(validation_sql(table, rule_list, sample_size))).mappings().one()
     found: dict[str, Any] = {"rows": int(row["rows"])}
     for rule in rule_list:
