@@ -108,6 +108,10 @@ _STEPS: list[tuple[str, str, str]] = [
      f"CREATE INDEX IF NOT EXISTS repair_audit_row ON {REPAIR_AUDIT} (source_table, row_id)"),
 ]
 
+# FROM clause finding a relation by :schema and :name without needing USAGE on the schema.
+RELATION_BY_NAME = ("pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                    "WHERE n.nspname = :schema AND c.relname = :name")
+
 # Tables and the columns `db check` expects in them.
 MAINT_TABLES = {
     HISTORY_ARCHIVE: ["id", "source_table", "jackpot_id", "group", "history_column", "entries", "entry_count",
@@ -221,10 +225,11 @@ def has_privilege(connection: Connection, privilege: Privilege) -> tuple[bool, d
     """Given a Privilege, return (whether the current role has it, details such as the table's owner)."""
     details: dict[str, Any] = {}
     if privilege.kind == "table":
-        ok = connection.execute(text(
-            "SELECT CASE WHEN to_regclass(:name) IS NULL THEN NULL "
-            "ELSE has_table_privilege(to_regclass(:name), :privilege) END"),
-            {"name": _quote_relation(privilege.target), "privilege": privilege.privilege}).scalar()
+        # looked up by name, not to_regclass(): that needs USAGE on the schema, which may be what is missing
+        schema, name = split_table(privilege.target)
+        row = connection.execute(text(f"SELECT has_table_privilege(c.oid, :privilege) FROM {RELATION_BY_NAME}"),
+                                 {"schema": schema, "name": name, "privilege": privilege.privilege}).first()
+        ok = row[0] if row else None
         if ok is None:
             details["missing_object"] = True
         return bool(ok), details
@@ -248,8 +253,8 @@ def has_privilege(connection: Connection, privilege: Privilege) -> tuple[bool, d
                    OR pg_has_role((SELECT datdba FROM pg_database WHERE datname = current_database()), 'USAGE')
                    OR (current_setting('server_version_num')::int >= 170000
                        AND has_table_privilege(c.oid, 'MAINTAIN')) AS allowed
-            FROM pg_class c WHERE c.oid = to_regclass(:name)"""),
-            {"name": _quote_relation(privilege.target)}).mappings().first()
+            FROM """ + RELATION_BY_NAME),
+            dict(zip(("schema", "name"), split_table(privilege.target)))).mappings().first()
         if row is None:
             details["missing_object"] = True
             return False, details

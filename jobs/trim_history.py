@@ -61,17 +61,17 @@ def _batch_sql(table: str, archive: bool, max_entries: int) -> str:
     # computed on the locked row version (FOR UPDATE follows a concurrent update to the newest one)
     trimmed_columns = []
     for column in HISTORY_COLUMNS:
-        size = _SIZE.format(column=f"locked.{column}")
         trimmed_columns.append(f"""
-      CASE WHEN {size} > :max_entries
-           THEN jsonb_path_query_array(locked.{column}, 'strict $[last - {keep_last} to last]') END
-        AS {column}_kept,
-      CASE WHEN {size} > :max_entries THEN {size} - :max_entries END AS {column}_removed_count""")
+      CASE WHEN sizes.{column} > :max_entries
+           THEN jsonb_path_query_array(locked.{column}, 'strict $[last - {keep_last} to last]') END AS {column}_kept,
+      CASE WHEN sizes.{column} > :max_entries THEN sizes.{column} - :max_entries END AS {column}_removed_count""")
         if archive:
             trimmed_columns.append(f"""
-      CASE WHEN {size} > :max_entries
-           THEN jsonb_path_query_array(locked.{column}, 'strict $[0 to last - {keep}]') END
-        AS {column}_removed""")
+      CASE WHEN sizes.{column} > :max_entries
+           THEN jsonb_path_query_array(locked.{column}, 'strict $[0 to last - {keep}]') END AS {column}_removed""")
+    # the sizes of the locked version, computed once per row (OFFSET 0 keeps the planner from inlining
+    # the expressions into every CASE above)
+    locked_sizes = ", ".join(f"{_SIZE.format(column=f'locked.{column}')} AS {column}" for column in HISTORY_COLUMNS)
     if archive:
         archive_cte = f""",
 archived AS (
@@ -116,7 +116,7 @@ locked AS (
 ),
 trimmed AS MATERIALIZED (
   SELECT locked.id, locked."group",{",".join(trimmed_columns)}
-  FROM locked
+  FROM locked CROSS JOIN LATERAL (SELECT {locked_sizes} OFFSET 0) AS sizes
 ){archive_cte},
 updated AS (
   UPDATE {quoted} AS t SET

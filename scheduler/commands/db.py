@@ -114,7 +114,7 @@ def run_checks(connection, settings) -> dict[str, Any]:
     """Given a connection as the configured role, return the check report (see `db check --json`)."""
     from sqlalchemy import text
 
-    from jobs.maint_schema import has_privilege, required_privileges, schema_status
+    from jobs.maint_schema import RELATION_BY_NAME, has_privilege, required_privileges, schema_status
     from scheduler.db import split_table
 
     table = settings.database.table
@@ -122,17 +122,15 @@ def run_checks(connection, settings) -> dict[str, Any]:
     role, version = connection.execute(text("SELECT current_user, current_setting('server_version_num')::int")).one()
     problems: list[str] = []
 
+    # by name, not to_regclass(): that fails without USAGE on the schema, which is checked below
+    oid = connection.execute(text(f"SELECT c.oid FROM {RELATION_BY_NAME}"), {"schema": schema, "name": name}).scalar()
+    table_exists = oid is not None
     columns = {row.column_name: row.data_type for row in connection.execute(text("""
         SELECT a.attname AS column_name, format_type(a.atttypid, NULL) AS data_type
-        FROM pg_attribute a
-        WHERE a.attrelid = to_regclass(:relation) AND a.attnum > 0 AND NOT a.attisdropped"""),
-        {"relation": f'"{schema}"."{name}"'})}
-    table_exists = bool(connection.execute(text("SELECT to_regclass(:relation) IS NOT NULL"),
-                                           {"relation": f'"{schema}"."{name}"'}).scalar())
+        FROM pg_attribute a WHERE a.attrelid = :oid AND a.attnum > 0 AND NOT a.attisdropped"""), {"oid": oid})}
     column_problems = []
     if not table_exists:
-        problems.append(f"table {table} does not exist in {settings.database_display()} (or the role cannot see "
-                        f"its schema): check database.table")
+        problems.append(f"table {table} does not exist in {settings.database_display()}: check database.table")
     else:
         for column, expected in EXPECTED_COLUMNS.items():
             actual = columns.get(column)
