@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, PlainSerializer, field_validator
+from pydantic import BeforeValidator, Field, PlainSerializer, field_validator, model_validator
 
 from config.types import Duration, Schedule
 from jobs.base import Finding, JobContext, JobOptions, JobResult
@@ -111,6 +111,13 @@ class Options(JobOptions):
                                      "to let go of the rotated file before compressing it")
     free_space_margin: ByteSize = Field(64 << 20, description="Leave at least this much free on the filesystem "
                                         "after a copy or compression; else do not rotate (J007)")
+
+    @model_validator(mode="after")
+    def _rotates_at_all(self) -> "Options":
+        if self.every is None and self.max_size is None:
+            raise ValueError("set `every` (hourly, daily, weekly) or `max_size` (e.g. 100M): with neither, "
+                             "nothing is ever rotated")
+        return self
 
     @field_validator("reopen_signal")
     @classmethod
@@ -200,7 +207,6 @@ def run(context: JobContext) -> JobResult:
     for log in files:
         context.check_cancelled()
         _recover(rotation, log)
-    due: list[LogFile] = []
     for log in files:
         context.check_cancelled()
         if not os.path.lexists(log.path):
@@ -214,8 +220,7 @@ def run(context: JobContext) -> JobResult:
             continue  # an interrupted rotation was just finished: that is this run's rotation
         is_due, reason = _due(rotation, log)
         if is_due:
-            if _rotate(rotation, log, reason):
-                due.append(log)
+            _rotate(rotation, log, reason)
         elif reason:
             rotation.skip(log.path, reason)
     _reopen(rotation)
@@ -438,12 +443,29 @@ def _rotate(rotation: Rotation, log: LogFile, reason: str) -> bool:
         rotation.rotated += 1
         return True
     rotation.context.report(f"rotating {log.path} ({reason}) to {target} by {options.method}")
-    if options.method == "create":
-        _rotate_by_rename(rotation, log, target)
-    else:
-        _rotate_by_copy(rotation, log, target)
+    try:
+        if options.method == "create":
+            _rotate_by_rename(rotation, log, target)
+        else:
+            _rotate_by_copy(rotation, log, target)
+    except OSError as error:
+        _failed(rotation, log, log.path, f"not rotated: {options.method} failed", error)
+        return False
     rotation.rotated += 1
     return True
+
+
+def _failed(rotation: Rotation, log: LogFile, path: str, what: str, error: OSError) -> None:
+    """Record that one file's step failed (the other files carry on); a full disk is a J007 finding."""
+    where = f" ({error.filename})" if error.filename else ""
+    reason = f"{what}: {error.strerror or error}{where}"
+    rotation.skip(path, reason, problem=True)
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        key = f"disk_space:{log.path}"
+        rotation.disk_findings[key] = Finding(
+            key=key, ok=False, title=f"Log rotation ran out of space next to {path}", category="infrastructure",
+            severity="P2", code="J007", scope="host", symptoms=[reason],
+            attempts=["rotate_logs removed its partial file and left the log as it was"], details={"path": path})
 
 
 def _has_room(rotation: Rotation, log: LogFile, folder: str, needed: int, what: str,
@@ -496,7 +518,12 @@ def _rotate_by_rename(rotation: Rotation, log: LogFile, target: str) -> None:
     journal["pending"] = {"method": "create", "rotated": target, "at": at}
     rotation.save_journal(log.path)
     _crash_point("after_journal")
-    os.rename(log.path, target)
+    try:
+        os.rename(log.path, target)
+    except OSError:
+        journal.pop("pending", None)
+        rotation.save_journal(log.path)
+        raise
     streams.fsync_directory(log.rotated_dir)
     if log.rotated_dir != os.path.dirname(log.path):
         streams.fsync_directory(os.path.dirname(log.path))
@@ -543,7 +570,13 @@ def _rotate_by_copy(rotation: Rotation, log: LogFile, target: str) -> None:
     journal["pending"] = {"method": "copytruncate", "rotated": target, "temp": temporary, "at": at}
     rotation.save_journal(log.path)
     _crash_point("after_journal")
-    source = os.open(log.path, os.O_RDWR)
+    truncated = False
+    try:
+        source = os.open(log.path, os.O_RDWR)
+    except OSError:
+        journal.pop("pending", None)
+        rotation.save_journal(log.path)
+        raise
     try:
         copy = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
@@ -560,11 +593,18 @@ def _rotate_by_copy(rotation: Rotation, log: LogFile, target: str) -> None:
             copied += streams.copy_range(source, copy, copied)
             size_seen = os.fstat(source).st_size
             os.ftruncate(source, 0)
+            truncated = True
             rotation.copytruncate_lost_bytes += max(size_seen - copied, 0)
             _crash_point("after_truncate")
             os.fsync(copy)
         finally:
             os.close(copy)
+    except BaseException:
+        if not truncated:  # the log still has every line: drop the partial copy
+            _remove_quietly(temporary)
+            journal.pop("pending", None)
+            rotation.save_journal(log.path)
+        raise
     finally:
         os.close(source)
     os.rename(temporary, target)
@@ -625,7 +665,10 @@ def _compress_rotated(rotation: Rotation, log: LogFile) -> None:
             rotation.say(f"would compress the file rotated from {log.path} once the writer has let go of it")
             rotation.compressed += 1
             continue
-        _compress_one(rotation, log, item.path)
+        try:
+            _compress_one(rotation, log, item.path)
+        except OSError as error:
+            _failed(rotation, log, item.path, "not compressed", error)
 
 
 _BEING_ROTATED = "(the file being rotated)"
@@ -678,7 +721,8 @@ def _compress_one(rotation: Rotation, log: LogFile, path: str) -> None:
         status = os.stat(path)
         if status.st_size != bytes_read:
             raise _StillWritten()
-        os.chown(temporary, status.st_uid, status.st_gid) if os.geteuid() == 0 else None
+        if os.geteuid() == 0:
+            os.chown(temporary, status.st_uid, status.st_gid)
         os.chmod(temporary, status.st_mode & 0o7777)
         os.utime(temporary, ns=(status.st_atime_ns, status.st_mtime_ns))  # max_age counts from the last line
     except _StillWritten:
@@ -687,15 +731,8 @@ def _compress_one(rotation: Rotation, log: LogFile, path: str) -> None:
         return
     except OSError as error:
         _remove_quietly(temporary)
-        if error.errno in (errno.ENOSPC, errno.EDQUOT):
-            rotation.skip(path, "the filesystem filled up while compressing: the compressed copy was removed "
-                                "and the file left as it was", problem=True)
-            rotation.disk_findings[f"disk_space:{log.path}"] = (Finding(
-                key=f"disk_space:{log.path}", ok=False, title=f"Log compression ran out of space next to {path}",
-                category="infrastructure", severity="P2", code="J007", scope="host",
-                symptoms=[str(error)], details={"path": path}))
-            return
-        raise
+        _failed(rotation, log, path, "not compressed (the partial .gz was removed, the file kept)", error)
+        return
     except BaseException:
         _remove_quietly(temporary)
         raise
@@ -748,8 +785,12 @@ def _prune(rotation: Rotation, log: LogFile) -> None:
         if not item.compressed and writers.holders(item.path):
             rotation.skipped[item.path] = f"not deleted ({reason}): still open by a writer"
             continue
-        size = os.path.getsize(item.path)
-        os.unlink(item.path)
+        try:
+            size = os.path.getsize(item.path)
+            os.unlink(item.path)
+        except OSError as error:
+            _failed(rotation, log, item.path, f"not deleted ({reason})", error)
+            continue
         rotation.deleted += 1
         rotation.bytes_freed += size
         rotation.context.report(f"deleted {item.path} ({reason})")

@@ -37,8 +37,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 
 from config.types import Duration, Schedule
-from jobs.base import Finding, JobContext, JobOptions, JobResult
-from jobs.maint_schema import REPAIR_AUDIT, ensure_schema, missing_grants
+from jobs.base import Cancelled, Finding, JobContext, JobOptions, JobResult
+from jobs.maint_schema import REPAIR_AUDIT, ensure_schema, missing_grants, required_privileges
 from scheduler.db import quote_table
 from scheduler.errors import DatabaseError, UsageError, classify, sqlstate_of
 
@@ -324,9 +324,15 @@ def run(context: JobContext) -> JobResult:
             found = validate(connection, table, rule_list, options.sample_size)
         scan_seconds = time.perf_counter() - started
         context.report(f"validated {table} in {scan_seconds:.2f}s: {found['rows']} rows break at least one rule")
+        for rule in rule_list:
+            count, sample = found[rule.key]
+            if count:
+                context.report(f"{rule.key}: {count} rows where {rule.condition} (ids {', '.join(map(str, sample))})")
         totals = None
         if repairing and any(found[rule.key][0] for rule in _fixable(rule_list)):
             totals = repair(context, table, rule_list, options.batch_size)
+    except Cancelled:
+        raise
     except Exception as error:  # noqa: BLE001 - classified, with the missing GRANTs named
         raise _explain(context, error, table, options.repair) from None
     return _result(context, table, rule_list, found, scan_seconds, totals, options)
@@ -336,14 +342,22 @@ def _explain(context: JobContext, error: Exception, table: str, repairing: bool)
     """Turn a failure into the error an operator needs: a permission failure names the missing GRANTs."""
     if sqlstate_of(error) != "42501":
         return classify(error, resource=context.settings.database_display())
+    detail = classify(error, resource=context.settings.database_display()).message
     try:
         with context.engine.connect() as connection:
-            grants = missing_grants(connection, NAME, table, repair=repairing)
+            try:
+                grants = missing_grants(connection, NAME, table, repair=repairing)
+            except Exception:  # noqa: BLE001 - a probe itself denied: list everything the job needs
+                connection.rollback()
+                role = connection.execute(text("SELECT current_user")).scalar_one()
+                grants = [privilege.grant(role) for privilege in
+                          required_privileges(table, repair=repairing).get(NAME, [])]
     except Exception:  # noqa: BLE001 - the original error is the one to report
         grants = []
-    detail = classify(error, resource=context.settings.database_display()).message
     hint = ("an administrator runs: " + " ".join(grants)) if grants else \
         "grant the privilege named above to the configured role; see `jackpot-maint db check`"
+    if repairing:
+        hint += " (the jackpot_maint schema and its tables come from `jackpot-maint db init`, run as their owner)"
     return DatabaseError(detail, code="J004", hint=hint)
 
 
@@ -392,7 +406,9 @@ def _result(context: JobContext, table: str, rule_list: list[Rule], found: dict[
         "rules_failing": len(problems),
         "scan_seconds": round(scan_seconds, 3),
         "table": table,
+        "history_limit": history_limit(context.settings),
         "problems": problems,
+        "sample_ids": {key: found[key][1] for key in problems},
     }
     if totals is not None:
         summary.update({

@@ -495,9 +495,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_arguments(parser: argparse.ArgumentParser, *, database_flag: bool = True) -> None:
+    """The simulator's options. Within jackpot-maint (database_flag=False) --database-url is a global
+    option already, and --log would be an ambiguous abbreviation of --log-level: it is --application-log."""
     parser.add_argument("--port", type=int, default=3001, help="port on 127.0.0.1 (0: any free port; default 3001)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--log", metavar="PATH", help="application log to append to (e.g. logs/application.log)")
+    log_flags = ["--log", "--application-log"] if database_flag else ["--application-log"]
+    parser.add_argument(*log_flags, dest="log", metavar="PATH",
+                        help="application log to append to (e.g. logs/application.log)")
     if database_flag:
         parser.add_argument("--database-url", metavar="URL", help="target database, for held locks and long queries")
     parser.add_argument("--table", default="jackpots", help="the jackpots table (default jackpots)")

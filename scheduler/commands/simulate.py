@@ -19,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                     "127.0.0.1, with answers switchable at run time, an application log with ERROR lines on demand, "
                     "and a held row lock or a long query in the target database on demand.",
         epilog="examples:\n"
-               "  jackpot-maint simulate serve --port 3001 --log /tmp/svc/logs/application.log --database-url URL\n"
+               "  jackpot-maint simulate serve --port 3001 --application-log /tmp/svc/logs/application.log --database-url URL\n"
                "  jackpot-maint simulate control http://127.0.0.1:3001 set mode=down\n"
                "  jackpot-maint simulate control http://127.0.0.1:3001 set mode=slow endpoint=/health\n"
                "  jackpot-maint simulate control http://127.0.0.1:3001 set error_rate=2.5\n"
