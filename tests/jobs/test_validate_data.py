@@ -300,3 +300,34 @@ def test_validation_is_one_statement_over_the_table(jackpots, make_config):
     assert sql.count("count(*) FILTER") == 13
     plan = "\n".join(row[0] for row in jackpots.query("EXPLAIN " + sql))
     assert plan.count("Scan on jackpots") == 1
+
+
+def test_repair_by_a_role_without_update_names_the_grant_it_lacks(jackpots, make_config, pg):
+    import uuid
+
+    from sqlalchemy import create_engine
+
+    from jobs.maint_schema import ensure_schema
+
+    sample_data.insert_faults(jackpots.url)
+    admin = create_engine(jackpots.url.replace("postgresql://", "postgresql+psycopg://"))
+    with admin.begin() as connection:
+        ensure_schema(connection)
+    admin.dispose()
+    role = f"reader_{uuid.uuid4().hex[:8]}"
+    jackpots.query(f"CREATE ROLE {role} LOGIN PASSWORD 'reader-pass-1234'")
+    jackpots.query(f"GRANT SELECT ON jackpots TO {role}; GRANT USAGE ON SCHEMA jackpot_maint TO {role}; "
+                   f"GRANT SELECT, INSERT, UPDATE ON jackpot_maint.repair_audit TO {role}")
+    settings = settings_for(make_config)
+    from pydantic import SecretStr
+
+    database = jackpots.url.rsplit("/", 1)[1]
+    settings.database.url = SecretStr(pg.url(database, user=role, password="reader-pass-1234"))
+
+    outcome = run_validate(settings, repair=True)
+
+    assert outcome.exit_code == 1 and outcome.record.status == "failed"
+    assert outcome.record.error_code.startswith("J004")
+    assert f'GRANT UPDATE ON TABLE "public"."jackpots" TO "{role}"' in str(outcome.error)
+    assert "GRANT SELECT ON TABLE" not in str(outcome.error)  # it has that one
+    assert str(jackpots.scalar("SELECT min(current_amount) FROM jackpots")) == "-50.00"
