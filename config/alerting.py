@@ -135,7 +135,6 @@ class AlertsSettings(_Section):
     retry_for: Duration = Field(86400.0, description="Stop retrying a failed send after this long")
     fallback: str | None = Field(None, description="Notifier used when every target of a level fails, or a level "
                                  "resolves to no configured notifier")
-    process_interval: Duration = Field(15.0, description="How often the daemon runs escalation, reminders and retries")
     skip_alert_after: int = Field(3, ge=1, description="Alert when a job's runs were skipped or missed this many "
                                   "times in a row")
     message_max_chars: int = Field(4000, ge=500, description="Longest message body; longer evidence is cut")

@@ -491,10 +491,16 @@ def _insert(state: StateStore, table: Table):
     return insert(table)
 
 
+def _claimer() -> str:
+    return f"{_hostname()}:{os.getpid()}:{threading.get_ident()}"
+
+
 def _enqueue(connection, state: StateStore, settings, alert: Alert, event: str, level: int, target_ids: list[str],
-             now: datetime, suppressed: str | None) -> list[int]:
+             now: datetime, suppressed: str | None, *, claim: bool = False) -> list[Any]:
     """Write one outbox row per target for this event (once: a row that exists is left alone).
-    Return the ids of the new pending rows."""
+    With claim, the new rows are written already claimed by this process (it sends them right after
+    the commit, saving a round trip on the path from detection to the first page). Return the new
+    rows that are to be sent."""
     if not target_ids:
         logger.warning("alert #{} {}: no configured notifier reaches level {} of category {}; recorded, not sent "
                        "(configure [notifiers.<name>] for its contacts, or alerts.fallback)",
@@ -510,13 +516,15 @@ def _enqueue(connection, state: StateStore, settings, alert: Alert, event: str, 
     for target_id in target_ids:
         statement = _insert(state, notifications).values(
             alert_id=alert.id, event=event, target=target_id, level=level,
-            status="suppressed" if suppressed else "pending", attempts=0, created_at=now, next_attempt_at=now,
+            status="suppressed" if suppressed else ("sending" if claim else "pending"),
+            attempts=1 if claim and not suppressed else 0, claimed_at=_utcnow() if claim else None,
+            claimed_by=_claimer() if claim else None, created_at=now, next_attempt_at=now,
             last_error=suppressed, kind=_message_kind(event, alert.severity), title=title, body=body,
             data=json.dumps(data, default=str),
-        ).on_conflict_do_nothing(index_elements=["alert_id", "event", "target"]).returning(notifications.c.id)
+        ).on_conflict_do_nothing(index_elements=["alert_id", "event", "target"]).returning(*notifications.c)
         row = connection.execute(statement).first()
         if row is not None and not suppressed:
-            created.append(int(row[0]))
+            created.append(row)
     if suppressed:
         logger.info("alert #{} {} to level {} suppressed: {}", alert.id, event, level, suppressed)
     return created
@@ -579,7 +587,7 @@ def _deliver(settings, state: StateStore, row: Any, target: Any, now: datetime, 
 def _claim(state: StateStore, row_id: int) -> Any | None:
     """Take one pending outbox row for this process: a conditional UPDATE that only one process wins
     (on PostgreSQL a concurrent claimer waits for the row and then finds it no longer pending)."""
-    claimer = f"{_hostname()}:{os.getpid()}:{threading.get_ident()}"
+    claimer = _claimer()
     with state.begin() as connection:
         claimed = connection.execute(notifications.update().where(notifications.c.id == row_id,
                                                                   notifications.c.status == "pending")
@@ -590,28 +598,28 @@ def _claim(state: StateStore, row_id: int) -> Any | None:
         return connection.execute(select(notifications).where(notifications.c.id == row_id)).first()
 
 
-def _dispatch(settings, state: StateStore, now: datetime, row_ids: list[int] | None = None) -> dict[int, str]:
-    """Send due outbox rows (or just row_ids), each target in its own thread with its own timeout.
-    Wait at most the longest send timeout; a hung target delays no other. Return {row id: outcome}."""
+def _dispatch(settings, state: StateStore, now: datetime, claimed: list[Any] | None = None) -> dict[int, str]:
+    """Send the due outbox rows (or the rows this process just wrote already claimed), each target
+    in its own thread with its own timeout. Wait at most the longest send timeout; a hung target
+    delays no other. Return {row id: outcome}."""
     query = (select(notifications.c.id).select_from(notifications.join(alerts, alerts.c.id == notifications.c.alert_id))
              .where(notifications.c.status == "pending", notifications.c.next_attempt_at <= now,
                     # a firing notice for an alert that recovered meanwhile waits: it may reopen (flap)
                     or_(alerts.c.status != "resolved", notifications.c.event == "resolved"))
              .order_by(notifications.c.id))
-    if row_ids is not None:
-        if not row_ids:
-            return {}
-        query = query.where(notifications.c.id.in_(row_ids))
-    with state.connect() as connection:
-        due = [row[0] for row in connection.execute(query).all()]
+    if claimed is None:
+        with state.connect() as connection:
+            due = [row[0] for row in connection.execute(query).all()]
+    else:
+        due = claimed
     if not due:
         return {}
     targets, _ = configured_targets(settings)
     outcome: dict[int, str] = {}
     threads: list[tuple[threading.Thread, float]] = []
     claimed_rows = []
-    for row_id in due:
-        row = _claim(state, row_id)
+    for item in due:
+        row = item if claimed is not None else _claim(state, item)
         if row is None:
             continue
         target = targets.get(row.target)
@@ -656,10 +664,11 @@ def _use_fallback(settings, state: StateStore, rows: list[Any], now: datetime) -
         level = max((row.level for row in rows if row.alert_id == alert_id and row.event == event), default=alert.level)
         with state.begin() as connection:
             created = _enqueue(connection, state, settings, alert, event, level,
-                               [target for target in fallback_ids if target not in {t for t, _ in statuses}], now, None)
+                               [target for target in fallback_ids if target not in {t for t, _ in statuses}], now, None,
+                               claim=True)
         if created:
             logger.warning("alert #{} {}: every target failed; trying the fallback {}", alert_id, event, fallback)
-            _dispatch(settings, state, now, created)
+            _dispatch(settings, state, now, claimed=created)
 
 
 def _recover_stale_sends(settings, state: StateStore, now: datetime) -> None:
@@ -697,10 +706,10 @@ def report(settings, state: StateStore, finding, *, source: str, now: datetime |
         return
     created = _raise(settings, state, finding, key=key, source=source, now=now)
     if created:
-        _dispatch(settings, state, now, created)
+        _dispatch(settings, state, now, claimed=created)
 
 
-def _raise(settings, state: StateStore, finding, *, key: str, source: str, now: datetime) -> list[int]:
+def _raise(settings, state: StateStore, finding, *, key: str, source: str, now: datetime) -> list[Any]:
     host = _hostname()
     level = min(start_level(settings, finding.category, finding.code), settings.alerts.level_count())
     evidence = json.dumps({"symptoms": [redact(str(item)) for item in finding.symptoms],
@@ -721,7 +730,7 @@ def _raise(settings, state: StateStore, finding, *, key: str, source: str, now: 
               "title": insert.excluded.title, "severity": insert.excluded.severity,
               "evidence": insert.excluded.evidence, "version": alerts.c.version + 1},
     ).returning(*alerts.c)
-    created: list[int] = []
+    created: list[Any] = []
     with state.begin() as connection:
         row = connection.execute(statement).first()
         alert = _alert(row)
@@ -729,7 +738,8 @@ def _raise(settings, state: StateStore, finding, *, key: str, source: str, now: 
             logger.warning("alert #{} raised: [{}] {} ({}) key {}", alert.id, alert.severity, alert.title, alert.code, key)
             suppressed = _silenced(settings, state, alert, now, connection)
             targets = recipients_of_level(settings, alert.category, level)
-            created = _enqueue(connection, state, settings, alert, f"level:{level}", level, targets, now, suppressed)
+            created = _enqueue(connection, state, settings, alert, f"level:{level}", level, targets, now, suppressed,
+                               claim=True)
             if not suppressed and targets:
                 connection.execute(alerts.update().where(alerts.c.id == alert.id).values(last_notified_at=now))
         elif alert.status == "resolved":
@@ -760,10 +770,10 @@ def _recover(settings, state: StateStore, key: str, now: datetime, *, by: str) -
             _close(settings, state, alert.id, now)
 
 
-def _close(settings, state: StateStore, alert_id: int, now: datetime, *, dispatch: bool = True) -> list[int]:
+def _close(settings, state: StateStore, alert_id: int, now: datetime, *, dispatch: bool = True) -> list[Any]:
     """Close a resolved alert: drop its pending pages and queue a resolved notice to everyone who was
-    notified. Return the new outbox rows."""
-    created: list[int] = []
+    notified (sent at once with dispatch, else by the next process()). Return the new outbox rows."""
+    created: list[Any] = []
     with state.begin() as connection:
         closed = connection.execute(alerts.update().where(alerts.c.id == alert_id, alerts.c.open_key.is_not(None))
                                     .values(open_key=None, closed_at=now, version=alerts.c.version + 1)).rowcount
@@ -781,9 +791,9 @@ def _close(settings, state: StateStore, alert_id: int, now: datetime, *, dispatc
             .group_by(notifications.c.target).order_by(notifications.c.target)).all()]
         if notified:
             created = _enqueue(connection, state, settings, alert, "resolved", alert.level, notified, now,
-                               _silenced(settings, state, alert, now, connection))
+                               _silenced(settings, state, alert, now, connection), claim=dispatch)
     if dispatch and created:
-        _dispatch(settings, state, now, created)
+        _dispatch(settings, state, now, claimed=created)
     return created
 
 
@@ -854,7 +864,7 @@ def _escalation(settings, alert: Alert, now: datetime) -> tuple[int, list[str]]:
     return level, reasons
 
 
-def _step(settings, state: StateStore, alert: Alert, now: datetime) -> list[int]:
+def _step(settings, state: StateStore, alert: Alert, now: datetime) -> list[Any]:
     """Apply the clocks to one open alert. Return new outbox rows to send."""
     config = settings.alerts
     if alert.status == "resolved":
@@ -862,7 +872,7 @@ def _step(settings, state: StateStore, alert: Alert, now: datetime) -> list[int]
             return _close(settings, state, alert.id, now, dispatch=False)
         return []
     suppressed = _silenced(settings, state, alert, now)
-    created: list[int] = []
+    created: list[Any] = []
     with state.begin() as connection:
         if alert.status == "firing":
             level, reasons = _escalation(settings, alert, now)
@@ -912,11 +922,14 @@ _last_prune = 0.0
 
 def process(settings, state: StateStore, now: datetime | None = None) -> None:
     """Escalate, remind, close recovered alerts after the flap window, and send or retry what is due.
-    The daemon calls this every alerts.process_interval; `now` is injectable for tests."""
+    The daemon calls this every scheduler.alerts_interval; `now` is injectable for tests."""
     global _last_prune
     if not settings.alerts.enabled:
         return
     now = now or _utcnow()
+    # builds (and caches) the notifier targets, importing apprise (~0.5 s) here, on the daemon's first
+    # loop, rather than on the path from a detected problem to its first page
+    configured_targets(settings)
     _recover_stale_sends(settings, state, now)
     with state.connect() as connection:
         rows = connection.execute(select(alerts).where(alerts.c.open_key.is_not(None)).order_by(alerts.c.id)).all()

@@ -65,6 +65,7 @@ def paths(receiver: Receiver) -> list[str]:
 
 def test_new_alert_is_sent_within_a_second_with_the_guides_template(setup, receiver):
     settings, state, _ = setup()
+    alerts.process(settings, state, now=at(-1))  # as the daemon does when it starts: apprise is loaded
     started = time.monotonic()
     alerts.report(settings, state, health_down(), source="monitor", now=at(0))
     got = receiver.wait_for(1)
@@ -152,18 +153,20 @@ def test_restart_in_the_middle_of_an_escalation_keeps_the_schedule_and_sends_not
     receiver.wait_for(3)
     state.dispose()
 
-    def daemon_process(minutes: float) -> None:
-        """A new process over the same state store, as after a restart."""
+    def daemon_process(*minutes: float) -> list[int]:
+        """A new process over the same state store, as after a restart, running process() at each time."""
         code = ("import sys, config.settings; sys.path.insert(0, 'tests/scheduler');"
                 "from helpers_alerts import load, at; from scheduler import alerts; from scheduler.state import StateStore;"
-                f"s = load({str(path)!r}); alerts.process(s, StateStore.open(s), now=at({minutes}))")
-        subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60,
-                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+                f"s = load({str(path)!r}); st = StateStore.open(s)\n"
+                f"for m in {list(minutes)!r}:\n    alerts.process(s, st, now=at(m))\n"
+                f"    print(len(alerts.notifications_of(st, 1)), flush=True)")
+        result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60, capture_output=True,
+                                text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        return [int(line) for line in result.stdout.split()]
 
-    daemon_process(20)  # nothing due
-    assert len(receiver.received) == 3
-    daemon_process(30)  # level 3: 15 minutes after level 2 without an acknowledgement
-    daemon_process(30)
+    # nothing due at 20; level 3 at 30: 15 min after level 2 without an acknowledgement
+    assert daemon_process(20, 30) == [3, 6]
+    assert daemon_process(30) == [6]  # another process (another host) at the same moment: nothing more
     receiver.wait_for(6, timeout=2)
     titles = [item["title"] for item in receiver.received]
     assert len(titles) == 6 and sum("[L3]" in title for title in titles) == 3
