@@ -56,9 +56,10 @@ def parse_schedule(value: object) -> str:
     if len(fields) != 5:
         raise ValueError(f"expected a 5-field cron expression (minute hour day month weekday) or 'every 10m', got {value!r}")
     try:
-        from apscheduler.triggers.cron import CronTrigger
+        # the daemon's own translation: crontab weekdays (0 and 7 = Sunday), not APScheduler 3's (0 = Monday)
+        from scheduler.daemon import build_trigger
 
-        CronTrigger.from_crontab(text)
+        build_trigger(text, "UTC")
     except ValueError as error:
         raise ValueError(f"invalid cron expression {value!r}: {error}") from None
     return text

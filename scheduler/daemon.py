@@ -147,14 +147,17 @@ def resolve_timezone(name: str | None) -> Any:
 def build_trigger(schedule: str, timezone: str | None) -> BaseTrigger:
     """Given a 5-field cron expression ('30 3 * * *', weekday 0 = Sunday) or 'every 10m', and an IANA
     time zone (None: the host's), return the APScheduler trigger. Raise ValueError for anything else."""
-    from config.types import _EVERY, parse_duration, parse_schedule
+    from config.types import _EVERY, parse_duration
 
-    text = parse_schedule(schedule)
+    text = " ".join(str(schedule).split())
     tz = resolve_timezone(timezone)
     match = _EVERY.match(text)
     if match:
         return EveryTrigger(parse_duration(match.group("amount")), tz, text)
-    minute, hour, day, month, weekday = text.split(" ")
+    fields = text.split(" ")
+    if len(fields) != 5:
+        raise ValueError(f"expected a 5-field cron expression (minute hour day month weekday) or 'every 10m', got {schedule!r}")
+    minute, hour, day, month, weekday = fields
     return CronTrigger(minute=minute, hour=hour, day=day, month=month, day_of_week=_cron_weekdays(weekday), timezone=tz)
 
 

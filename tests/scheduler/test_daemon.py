@@ -7,9 +7,11 @@ ping_database (a real small job) on a short schedule, against the session's Post
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -44,11 +46,46 @@ def daemons():
         daemon.stop()
 
 
+class PingReceiver:
+    """A real HTTP endpoint on 127.0.0.1 standing in for a healthchecks-style dead-man's switch."""
+
+    def __init__(self):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.paths: list[str] = []
+        paths = self.paths
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                paths.append(self.path)
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b"OK")
+
+            def log_message(self, *args):
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
 def test_daemon_notifies_systemd_reloads_valid_config_rejects_invalid_one_and_stops_cleanly(
         tmp_path, database_url, daemons):
+    from scheduler.pgcluster import free_port
+
+    deadman = PingReceiver()
+    metrics_port = free_port()
     state = tmp_path / "state.db"
     config = write_config(tmp_path / "config.toml", database_url, state,
-                          "[scheduler]\nheartbeat_interval = \"1s\"\n\n" + only_ping("every 1s"))
+                          f'[scheduler]\nheartbeat_interval = "1s"\nmetrics_port = {metrics_port}\n'
+                          f'metrics_textfile = "{tmp_path / "jackpot_maint.prom"}"\n'
+                          f'deadman_url = "http://127.0.0.1:{deadman.port}/ping/0f3c9a77-token-5521"\n'
+                          'deadman_jobs = ["ping_database"]\n\n' + only_ping("every 1s"))
     daemon = DaemonProcess(tmp_path, config, "host-a", watchdog_usec=1_000_000).start()
     daemons.append(daemon)
 
@@ -58,6 +95,20 @@ def test_daemon_notifies_systemd_reloads_valid_config_rejects_invalid_one_and_st
                "ping_database never ran twice on its 1s schedule", process=daemon.process)
     status_lines = daemon.notified("STATUS=")
     assert any("scheduled" in line and "target database" in line for line in status_lines)
+
+    # its own metrics, on the local port and in the textfile; the dead-man's switch pinged after runs
+    import urllib.request
+
+    scraped = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+    ok_runs = re.search(r'jackpot_maint_runs_total\{job="ping_database",status="ok"\} (\d+)', scraped)
+    assert ok_runs and int(ok_runs.group(1)) >= 2
+    assert 'jackpot_maint_last_success_timestamp_seconds{job="ping_database"}' in scraped
+    assert 'jackpot_maint_run_duration_seconds_count{job="ping_database"}' in scraped
+    wait_until(lambda: (tmp_path / "jackpot_maint.prom").exists(), 5, "no metrics textfile")
+    assert "jackpot_maint_runs_total" in (tmp_path / "jackpot_maint.prom").read_text()
+    wait_until(lambda: deadman.paths, 5, "the dead-man's switch was never pinged")
+    assert deadman.paths[0] == "/ping/0f3c9a77-token-5521"
+    deadman.close()
 
     # status sees the running daemon, the job's last and next run
     result = run_cli("status", "--json", "--config", str(config), env={"RUNTIME_DIRECTORY": str(daemon.runtime),
@@ -108,6 +159,7 @@ def test_daemon_notifies_systemd_reloads_valid_config_rejects_invalid_one_and_st
     assert daemon.wait(15) == 0
     assert daemon.notified("STOPPING=1")
     assert "daemon stopped" in daemon.log()
+    assert "0f3c9a77-token-5521" not in daemon.log(), "the dead-man's switch URL is a secret"
 
 
 def test_manual_run_beside_daemon_exits_4_and_kill_9_leaves_an_abandoned_run_and_sigterm_cancels_the_query(
