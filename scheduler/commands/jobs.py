@@ -13,7 +13,9 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     parser = subparsers.add_parser("jobs", parents=[common], help="list jobs, or run one now",
                                    description="List the jobs with their schedules and last runs, or run one on demand.")
     actions = parser.add_subparsers(dest="jobs_command", metavar="ACTION", required=True)
-    listing = actions.add_parser("list", parents=[common], help="each job: enabled, schedule, scope, last run")
+    listing = actions.add_parser("list", parents=[common], help="each job: enabled, schedule, scope, next three fires, last run",
+                                 description="Each job: enabled, schedule (in scheduler.timezone), scope (database: once "
+                                             "across hosts; host: on every host), its next three fire times, last run.")
     add_json_flag(listing)
     listing.set_defaults(handler=list_command)
     run = actions.add_parser("run", parents=[common], help="run a job now (recorded with trigger=manual)",
@@ -62,10 +64,26 @@ def list_command(args: argparse.Namespace) -> int:
     for entry in entries:
         run = entry["last_run"]
         last_text = f"{run['status']} {run['started_at'][:19].replace('T', ' ')}" if run else "never"
-        nxt = entry["next_fire_times"][0][:16].replace("T", " ") if entry["next_fire_times"] and entry["enabled"] else ""
+        nxt = _fire_times_text(entry["next_fire_times"]) if entry["enabled"] else ""
         rows.append([entry["name"], "yes" if entry["enabled"] else "no", entry["schedule"], entry["scope"], nxt, last_text])
-    print_table(["job", "enabled", "schedule", "scope", "next", "last run"], rows)
+    print_table(["job", "enabled", "schedule", "scope", "next three fires", "last run"], rows)
     return EXIT_OK
+
+
+def _fire_times_text(times: list[str]) -> str:
+    """'2026-11-28 21:10, 21:15, 21:20': the date once, then only what changes."""
+    from datetime import datetime
+
+    parts: list[str] = []
+    previous_day = None
+    for text in times:
+        moment = datetime.fromisoformat(text)
+        with_seconds = moment.second or moment.microsecond
+        clock = moment.strftime("%H:%M:%S" if with_seconds else "%H:%M")
+        day = moment.strftime("%Y-%m-%d")
+        parts.append(clock if day == previous_day else f"{day} {clock}")
+        previous_day = day
+    return ", ".join(parts)
 
 
 def next_fire_times(settings, schedule: str, count: int) -> list[str]:
