@@ -135,6 +135,16 @@ def rules(history_limit: int) -> list[Rule]:
 
 # ---- validation ---------------------------------------------------------------------------------
 
+def checked_table(table: str) -> str:
+    """Given a table name from configuration or the audit, return it quoted. Raise UsageError (exit 2)
+    for anything that is not one or two plain identifiers, before it can reach SQL."""
+    try:
+        return quote_table(table)
+    except ValueError:
+        raise UsageError(f"database.table {table!r} is not a valid table name",
+                         hint="use letters, digits and underscores, optionally schema-qualified like games.jackpots") from None
+
+
 def validation_sql(table: str, rule_list: list[Rule], sample_size: int) -> str:
     """Given a validated table name and the rules, return the one-pass validation statement.
 
@@ -315,7 +325,7 @@ def run(context: JobContext) -> JobResult:
     options: Options = context.options  # type: ignore[assignment]
     settings = context.settings
     table = settings.database.table
-    quote_table(table)  # a hostile name never reaches SQL (config validation rejects it first)
+    checked_table(table)  # a hostile name never reaches SQL (config validation rejects it first)
     rule_list = rules(history_limit(settings))
     repairing = options.repair and not context.dry_run
     try:
@@ -522,7 +532,7 @@ def show_repair(engine: Engine, run_id: str) -> dict[str, Any]:
                        a.rule, a.version_before, a.version_after,
                        a.repaired_at, a.reverted_at, a.reverted_by_run, t.version AS version_now
                 FROM {REPAIR_AUDIT} AS a
-                LEFT JOIN {quote_table(table)} AS t ON t.id = a.row_id
+                LEFT JOIN {checked_table(table)} AS t ON t.id = a.row_id
                 WHERE a.run_id = :run_id AND a.source_table = :table
                 ORDER BY a.row_id, a.column_name"""), {"run_id": run_id, "table": table}).mappings().all()
             for row in audit:
@@ -639,7 +649,7 @@ def revert_repair(engine: Engine, run_id: str, *, dry_run: bool = False, batch_s
             {"run_id": run_id}).scalars())
         connection.rollback()
     for table in tables:
-        quote_table(table)  # validated before it reaches SQL
+        checked_table(table)  # validated before it reaches SQL
         outcome = RevertOutcome(run_id=run_id, revert_id=revert_id, table=table, dry_run=dry_run)
         with engine.connect() as connection:
             counts = connection.execute(text(f"""

@@ -331,3 +331,14 @@ def test_repair_by_a_role_without_update_names_the_grant_it_lacks(jackpots, make
     assert f'GRANT UPDATE ON TABLE "public"."jackpots" TO "{role}"' in str(outcome.error)
     assert "GRANT SELECT ON TABLE" not in str(outcome.error)  # it has that one
     assert str(jackpots.scalar("SELECT min(current_amount) FROM jackpots")) == "-50.00"
+
+
+def test_a_hostile_table_name_that_bypassed_configuration_never_reaches_sql(jackpots, make_config):
+    settings = settings_for(make_config)
+    settings.database.table = 'jackpots"; DROP TABLE jackpots; --'
+
+    outcome = run_validate(settings, repair=True)
+
+    assert outcome.exit_code == 2
+    assert "not a valid table name" in str(outcome.error)
+    assert jackpots.scalar("SELECT count(*) FROM jackpots") == 100
