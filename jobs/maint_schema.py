@@ -76,6 +76,14 @@ _STEPS: list[tuple[str, str, str]] = [
            run_id         text NOT NULL,
            archived_at    timestamptz NOT NULL DEFAULT now()
          )"""),
+    # lz4 compresses the archived arrays several times faster than the default pglz (it halves the cost
+    # of archiving in bench/bench_trim_history.py); skipped on a server built without lz4
+    (f"lz4 compression of {HISTORY_ARCHIVE}.entries",
+     f"""SELECT NOT EXISTS (SELECT 1 FROM pg_settings WHERE name = 'default_toast_compression'
+                           AND 'lz4' = ANY(enumvals))
+               OR (SELECT attcompression = 'l' FROM pg_attribute
+                   WHERE attrelid = '{HISTORY_ARCHIVE}'::regclass AND attname = 'entries')""",
+     f"ALTER TABLE {HISTORY_ARCHIVE} ALTER COLUMN entries SET COMPRESSION lz4"),
     (f"index {SCHEMA}.history_archive_row",
      f"SELECT to_regclass('{SCHEMA}.history_archive_row') IS NOT NULL",
      f"CREATE INDEX IF NOT EXISTS history_archive_row ON {HISTORY_ARCHIVE} "

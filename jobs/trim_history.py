@@ -41,7 +41,7 @@ class Options(JobOptions):
                           "false deletes them for good")
     max_lock_ms: int = Field(500, ge=10, description="A batch holds its row locks at most this long (ms); "
                              "the batch size adapts to stay under it")
-    batch_size: int = Field(50, ge=1, description="Rows in the first batch (then adapted to max_lock_ms)")
+    batch_size: int = Field(10, ge=1, description="Rows in the first batch (then adapted to max_lock_ms)")
     max_batch_size: int = Field(5000, ge=1, description="Never more rows in one batch")
     pause: Duration = Field(0.0, description="Pause between batches, to leave the service more room")
 
@@ -53,33 +53,32 @@ _SIZE = """(jsonb_path_query_first({column}, 'strict $ ? (@.type() == "array").s
 
 def _batch_sql(table: str, archive: bool, max_entries: int) -> str:
     """One statement per batch: scan the key range, lock the rows over the limit (SKIP LOCKED),
-    archive what they lose and trim both arrays in one UPDATE, and return the batch's counts."""
+    archive what they lose and trim both arrays in one UPDATE, and return the batch's counts.
+
+    The new arrays are computed inside the UPDATE from the row it updates (the locked version: FOR UPDATE
+    follows a concurrent update to the newest one), so no large value is materialized on the way."""
     quoted = quote_table(table)
     keep, keep_last = int(max_entries), int(max_entries) - 1  # validated integers, safe in a jsonpath literal
-    sizes = ",\n".join(f"    {_SIZE.format(column=column)} AS {column}_size" for column in HISTORY_COLUMNS)
+    scan_sizes = ",\n".join(f"    {_SIZE.format(column=column)} AS {column}_size" for column in HISTORY_COLUMNS)
     over = " OR ".join(f"{column}_size > :max_entries" for column in HISTORY_COLUMNS)
-    # computed on the locked row version (FOR UPDATE follows a concurrent update to the newest one)
-    trimmed_columns = []
-    for column in HISTORY_COLUMNS:
-        trimmed_columns.append(f"""
-      CASE WHEN sizes.{column} > :max_entries
-           THEN jsonb_path_query_array(locked.{column}, 'strict $[last - {keep_last} to last]') END AS {column}_kept,
-      CASE WHEN sizes.{column} > :max_entries THEN sizes.{column} - :max_entries END AS {column}_removed_count""")
-        if archive:
-            trimmed_columns.append(f"""
-      CASE WHEN sizes.{column} > :max_entries
-           THEN jsonb_path_query_array(locked.{column}, 'strict $[0 to last - {keep}]') END AS {column}_removed""")
-    # the sizes of the locked version, computed once per row (OFFSET 0 keeps the planner from inlining
-    # the expressions into every CASE above)
-    locked_sizes = ", ".join(f"{_SIZE.format(column=f'locked.{column}')} AS {column}" for column in HISTORY_COLUMNS)
+    sized_over = " OR ".join(f"sized.{column}_size > :max_entries" for column in HISTORY_COLUMNS)
+    locked_sizes = ",\n".join(f"    {_SIZE.format(column=f'locked.{column}')} AS {column}_size"
+                               for column in HISTORY_COLUMNS)
+    set_columns = ",\n    ".join(
+        f"{column} = CASE WHEN sized.{column}_size > :max_entries "
+        f"THEN jsonb_path_query_array(t.{column}, 'strict $[last - {keep_last} to last]') ELSE t.{column} END"
+        for column in HISTORY_COLUMNS)
     if archive:
+        removed_values = ",\n    ".join(
+            f"('{column}', CASE WHEN {column}_size > :max_entries "
+            f"THEN jsonb_path_query_array({column}, 'strict $[0 to last - {keep}]') END, {column}_size - :max_entries)"
+            for column in HISTORY_COLUMNS)
         archive_cte = f""",
 archived AS (
   INSERT INTO {HISTORY_ARCHIVE} (source_table, jackpot_id, "group", history_column, entries, entry_count, run_id)
   SELECT :table_name, id, "group", history_column, entries, entry_count, :run_id
-  FROM trimmed
-  CROSS JOIN LATERAL (VALUES
-    {", ".join(f"('{column}', {column}_removed, {column}_removed_count)" for column in HISTORY_COLUMNS)}
+  FROM sized CROSS JOIN LATERAL (VALUES
+    {removed_values}
   ) AS removed(history_column, entries, entry_count)
   WHERE entries IS NOT NULL
   ORDER BY id, history_column
@@ -92,16 +91,14 @@ archived AS (
         archive_cte = ""
         archived = ",\n".join(f"  0 AS {column}_archived" for column in HISTORY_COLUMNS)
     removed = ",\n".join(
-        f"  (SELECT coalesce(sum({column}_removed_count), 0) FROM trimmed "
-        f"WHERE id IN (SELECT id FROM updated)) AS {column}_removed" for column in HISTORY_COLUMNS)
+        f"  (SELECT coalesce(sum({column}_size - :max_entries) FILTER (WHERE {column}_size > :max_entries), 0) "
+        f"FROM sized WHERE id IN (SELECT id FROM updated)) AS {column}_removed" for column in HISTORY_COLUMNS)
     not_arrays = ",\n".join(f"  (SELECT count(*) FROM scanned WHERE {column}_size IS NULL) AS {column}_not_array"
-                            for column in HISTORY_COLUMNS)
-    set_columns = ",\n    ".join(f"{column} = coalesce(trimmed.{column}_kept, t.{column})" for column in HISTORY_COLUMNS)
-    any_kept = " OR ".join(f"trimmed.{column}_kept IS NOT NULL" for column in HISTORY_COLUMNS)
+                             for column in HISTORY_COLUMNS)
     return f"""
 WITH scanned AS MATERIALIZED (
   SELECT id,
-{sizes}
+{scan_sizes}
   FROM {quoted} WHERE id > :after AND id <= :upto
 ),
 candidates AS (
@@ -114,17 +111,19 @@ locked AS (
   ORDER BY t.id
   FOR UPDATE OF t SKIP LOCKED
 ),
-trimmed AS MATERIALIZED (
-  SELECT locked.id, locked."group",{",".join(trimmed_columns)}
-  FROM locked CROSS JOIN LATERAL (SELECT {locked_sizes} OFFSET 0) AS sizes
+sized AS MATERIALIZED (
+  -- the locked version's sizes (NULL unless an array): the row may have changed since the scan
+  SELECT locked.*,
+{locked_sizes}
+  FROM locked
 ){archive_cte},
 updated AS (
   UPDATE {quoted} AS t SET
     {set_columns},
     version = t.version + 1,
     last_modified_at = now()
-  FROM trimmed
-  WHERE t.id = trimmed.id AND ({any_kept})
+  FROM sized
+  WHERE t.id = sized.id AND ({sized_over})
   RETURNING t.id
 )
 SELECT
@@ -168,21 +167,21 @@ def _range_sql(table: str) -> str:
 
 
 class _Batches:
-    """Chooses batch sizes so a batch's transaction (the upper bound of its lock time) stays under max_lock_ms."""
+    """Chooses batch sizes so a batch's transaction (the upper bound of its lock time) stays under max_lock_ms.
+
+    Rows differ in size and the server in load, so it aims at 60% of the limit, remembers the slowest
+    recent time per row (decaying slowly), grows at most by doubling and shrinks at once."""
 
     def __init__(self, options: Options):
         self.size = min(options.batch_size, options.max_batch_size)
         self.maximum = options.max_batch_size
-        # aim below the limit: rows differ in size, the next batch may be slower than the last
         self.target_seconds = options.max_lock_ms / 1000 * 0.6
-        self.limit_seconds = options.max_lock_ms / 1000
+        self.seconds_per_row = 0.0
 
     def next_size(self, rows: int, seconds: float) -> int:
         if rows > 0 and seconds > 0:
-            ideal = int(rows * self.target_seconds / seconds)
-            if seconds > self.limit_seconds:
-                ideal = min(ideal, rows // 2)
-            # grow carefully (at most doubling), shrink at once
+            self.seconds_per_row = max(seconds / rows, self.seconds_per_row * 0.7)
+            ideal = int(self.target_seconds / self.seconds_per_row)
             self.size = max(1, min(ideal, self.size * 2, self.maximum))
         return self.size
 
