@@ -26,7 +26,6 @@ arrays, histories over the trim limit: trim_history handles those) are reported,
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -282,10 +281,10 @@ SELECT
 """
 
 
-def repair(context: JobContext, table: str, rule_list: list[Rule], batch_size: int) -> RepairTotals:
-    """Apply the fixable rules' repairs in short batched transactions. Return the totals."""
+def repair(context: JobContext, table: str, rule_list: list[Rule], batch_size: int, totals: RepairTotals) -> None:
+    """Apply the fixable rules' repairs in short batched transactions, adding up what was done in `totals`
+    (so that what committed before a failure is known)."""
     fixable = _fixable(rule_list)
-    totals = RepairTotals()
     with context.engine.begin() as connection:
         ensure_schema(connection)
     select_candidates = text(candidates_sql(table, fixable))
@@ -316,7 +315,6 @@ def repair(context: JobContext, table: str, rule_list: list[Rule], batch_size: i
         after = ids[-1]
         if len(ids) < batch_size:
             break
-    return totals
 
 
 # ---- the job ------------------------------------------------------------------------------------
@@ -328,6 +326,7 @@ def run(context: JobContext) -> JobResult:
     checked_table(table)  # a hostile name never reaches SQL (config validation rejects it first)
     rule_list = rules(history_limit(settings))
     repairing = options.repair and not context.dry_run
+    totals: RepairTotals | None = None
     try:
         started = time.perf_counter()
         with context.engine.begin() as connection:
@@ -338,14 +337,23 @@ def run(context: JobContext) -> JobResult:
             count, sample = found[rule.key]
             if count:
                 context.report(f"{rule.key}: {count} rows where {rule.condition} (ids {', '.join(map(str, sample))})")
-        totals = None
         if repairing and any(found[rule.key][0] for rule in _fixable(rule_list)):
-            totals = repair(context, table, rule_list, options.batch_size)
+            totals = RepairTotals()
+            repair(context, table, rule_list, options.batch_size, totals)
     except Cancelled:
+        _log_partial_repair(context, totals)
         raise
     except Exception as error:  # noqa: BLE001 - classified, with the missing GRANTs named
+        _log_partial_repair(context, totals)
         raise _explain(context, error, table, options.repair) from None
     return _result(context, table, rule_list, found, scan_seconds, totals, options)
+
+
+def _log_partial_repair(context: JobContext, totals: RepairTotals | None) -> None:
+    """The run stopped during repair: the batches that committed are audited and revertible; say so."""
+    if totals is not None and totals.rows_repaired and context.logger is not None:
+        context.logger.warning("{} rows were repaired before the run stopped; they are audited under run {}: "
+                               "jackpot-maint repairs revert {}", totals.rows_repaired, context.run_id, context.run_id)
 
 
 def _explain(context: JobContext, error: Exception, table: str, repairing: bool) -> Exception:
@@ -375,7 +383,6 @@ def _result(context: JobContext, table: str, rule_list: list[Rule], found: dict[
             totals: RepairTotals | None, options: Options) -> JobResult:
     findings: list[Finding] = []
     problems: dict[str, int] = {}
-    attempts_total: list[str] = []
     would: list[str] = []
     for rule in rule_list:
         count, sample = found[rule.key]
@@ -399,7 +406,6 @@ def _result(context: JobContext, table: str, rule_list: list[Rule], found: dict[
                 if left > 0:
                     attempts.append(f"{left} rows not repaired (locked by the service, or changed meanwhile): "
                                     "the next run retries them")
-                attempts_total += attempts
             elif options.repair and context.dry_run:
                 would.append(rule.fix.would.format(count=count) + f" (sample ids {', '.join(map(str, sample))})")
                 symptoms.append("dry run: " + rule.fix.would.format(count=count))

@@ -6,7 +6,6 @@ import json
 import time
 
 import psycopg
-import pytest
 
 from scheduler import sample_data
 
