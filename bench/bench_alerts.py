@@ -78,10 +78,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer alerts (10)")
     parser.add_argument("--alerts", type=int, default=100, help="alerts to time (default 100)")
     parser.add_argument("--state-url", help="state store URL (default a SQLite file in a temp dir)")
+    parser.add_argument("--postgres", action="store_true",
+                        help="also measure part 1 with a PostgreSQL state store (a throwaway local server)")
     parser.add_argument("--hang-timeout", type=float, default=3.0, help="send timeout with a hanging target (s)")
     args = parser.parse_args()
     count = 10 if args.quick else args.alerts
-    setup_logging("WARNING")
+    setup_logging("CRITICAL")
     print(f"nproc {os.cpu_count()}, python {sys.version.split()[0]}")
 
     with tempfile.TemporaryDirectory() as directory:
@@ -108,9 +110,23 @@ def main() -> None:
                   f"(the difference is the durable outbox: insert-or-update, claim, mark sent)")
             print(f"   report() returned after: p50 {statistics.median(blocked) * 1000:.1f} ms")
             state.dispose()
+            if args.postgres:
+                from scheduler.pgcluster import PostgresCluster
+
+                with PostgresCluster() as cluster:
+                    pg_url = cluster.create_database("bench_alerts_state")
+                    path = write_config(Path(directory) / "pg.toml", pg_url, notifier_toml(receiver, ["devops-team"]))
+                    settings = load(path)
+                    state = StateStore.open(settings)
+                    detect_to_receive(settings, state, receiver, 1, "pg-cold")
+                    pg_latencies, _ = detect_to_receive(settings, state, receiver, count, "pg")
+                    state.dispose()
+                print(f"   with a PostgreSQL state store: p50 {statistics.median(pg_latencies) * 1000:.1f} ms, "
+                      f"p99 {percentile(pg_latencies, 0.99) * 1000:.1f} ms, max {max(pg_latencies) * 1000:.1f} ms "
+                      f"(ratio to bare POST p50 {statistics.median(pg_latencies) / bare50:.1f}x)")
 
             # 2. a hanging target
-            rounds = max(count // 5, 3)
+            rounds = max(count // 10, 3)
             healthy_only = write_config(Path(directory) / "healthy.toml", f"sqlite:///{directory}/healthy.db",
                                         f'[alerts]\nsend_timeout = "{args.hang_timeout}s"\n\n'
                                         + notifier_toml(receiver, ["devops-team"]))

@@ -187,7 +187,7 @@ class AlertsSettings(_Section):
         if not self.retry_backoff:
             problems.append("retry_backoff: give at least one wait, e.g. [\"30s\"]")
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ValueError("; ".join(f"alerts.{problem}" for problem in problems))
         return self
 
     def level_count(self) -> int:
