@@ -44,7 +44,7 @@ class Job:
 
     def run(self, *, dry_run: bool = False, **options):
         defaults = {"directory": str(self.tmp_path / "svc"), "files": ["logs/application.log"],
-                    "max_size": None, "every": None, "free_space_margin": 0, "reopen_timeout": 5}
+                    "max_size": None, "every": "daily", "free_space_margin": 0, "reopen_timeout": 5}
         defaults.update(options)
         context = JobContext(settings=self.settings, options=rotate_logs.Options(**defaults), run_id="test",
                              job="rotate_logs", dry_run=dry_run, state=self.state, clock=lambda: self.now,
@@ -153,9 +153,19 @@ def _run_cli(tmp_path: Path, config_path: Path, *args: str, crash_at: str | None
                            "rotate_logs", *args], capture_output=True, text=True, env=env, timeout=60, cwd=tmp_path)
 
 
+def _rerun(config_path: Path, monkeypatch) -> dict:
+    """The next run, in this process through the real runner (lock, ledger); return its summary."""
+    from scheduler.runner import run_job
+
+    monkeypatch.setenv("RUNTIME_DIRECTORY", str(config_path.parent / "run"))
+    outcome = run_job(load_settings(str(config_path), environ={}).settings, "rotate_logs")
+    assert outcome.exit_code == 0, outcome.record.message
+    return outcome.result.summary
+
+
 @pytest.mark.parametrize("step", ["after_shift", "after_journal", "after_rename", "after_create", "after_signal",
                                   "during_compress", "after_compress_rename"])
-def test_kill_9_during_create_rotation_then_a_rerun_loses_no_line(tmp_path, step):
+def test_kill_9_during_create_rotation_then_a_rerun_loses_no_line(tmp_path, monkeypatch, step):
     logs = tmp_path / "svc" / "logs"
     logs.mkdir(parents=True)
     log = logs / "application.log"
@@ -168,9 +178,7 @@ def test_kill_9_during_create_rotation_then_a_rerun_loses_no_line(tmp_path, step
         crashed = _run_cli(tmp_path, config_path, crash_at=step)
         assert crashed.returncode == -9, crashed.stdout + crashed.stderr
         time.sleep(0.2)  # the writer keeps writing wherever its descriptor points
-        rerun = _run_cli(tmp_path, config_path)
-        assert rerun.returncode == 0, rerun.stdout + rerun.stderr
-        time.sleep(0.05)
+        _rerun(config_path, monkeypatch)
     finally:
         written = writer.stop()
     names = sorted(path.name for path in logs.iterdir())
@@ -183,7 +191,7 @@ def test_kill_9_during_create_rotation_then_a_rerun_loses_no_line(tmp_path, step
 
 
 @pytest.mark.parametrize("step", ["after_journal", "after_copy", "after_truncate"])
-def test_kill_9_during_copytruncate_then_a_rerun_keeps_every_line_once(tmp_path, step):
+def test_kill_9_during_copytruncate_then_a_rerun_keeps_every_line_once(tmp_path, monkeypatch, step):
     logs = tmp_path / "svc" / "logs"
     logs.mkdir(parents=True)
     log = logs / "application.log"
@@ -192,8 +200,7 @@ def test_kill_9_during_copytruncate_then_a_rerun_keeps_every_line_once(tmp_path,
     crashed = _run_cli(tmp_path, config_path, crash_at=step)
     assert crashed.returncode == -9, crashed.stdout + crashed.stderr
     write_numbered_lines(log, 500, start=3001)  # the service keeps logging between the runs
-    rerun = _run_cli(tmp_path, config_path, "--json")
-    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert _rerun(config_path, monkeypatch).get("recovered", 0) == (0 if step == "after_journal" else 1)
     names = sorted(path.name for path in logs.iterdir())
     assert not any(name.endswith((".jackpot-tmp", ".jackpot-copy")) for name in names), names
     assert_every_line_once(log, 3500)
@@ -331,7 +338,7 @@ def _mount_small_tmpfs(folder: Path, size: str) -> str | None:
     return None
 
 
-def test_too_little_free_space_on_a_small_tmpfs_refuses_to_rotate(tmp_path):
+def test_too_little_free_space_on_a_small_tmpfs_refuses_to_rotate(tmp_path, monkeypatch):
     small = tmp_path / "svc"
     why_not = _mount_small_tmpfs(small, "2m")
     if why_not:
@@ -350,6 +357,15 @@ def test_too_little_free_space_on_a_small_tmpfs_refuses_to_rotate(tmp_path):
         assert log.read_bytes() == before and helper.names() == ["application.log"]
         # the create method needs room only for the compressed file: 1.3 MB / 2 is still too much
         assert helper.run(max_size="1k", free_space_margin="512k").summary["rotated"] == 0
+        # if the check is fooled (another writer fills the disk meanwhile), the copy hits ENOSPC: the
+        # partial copy is removed and the log keeps every byte
+        monkeypatch.setattr(space, "free_bytes", lambda path: 1 << 40)
+        filled = helper.run(max_size="1k", method="copytruncate")
+        assert filled.status == "problems" and filled.summary["rotated"] == 0
+        assert "No space left on device" in filled.summary["skipped_reasons"][str(log)]
+        assert [(finding.ok, finding.code) for finding in filled.findings] == [(False, "J007")]
+        assert log.read_bytes() == before and helper.names() == ["application.log"]
+        monkeypatch.undo()
         # without compression a rename needs no room at all
         assert helper.run(max_size="1k", compress=False).summary["rotated"] == 1
         helper.state.dispose()
