@@ -73,7 +73,15 @@ def format_size(size: float) -> str:
     return f"{size:.1f} GiB"
 
 
-ByteSize = Annotated[int, BeforeValidator(parse_size), PlainSerializer(int, when_used="json")]
+def format_size_setting(size: int) -> str:
+    """Given bytes, return the setting's shortest exact form: 104857600 -> '100M', 1000 -> '1000'."""
+    for unit, factor in (("G", 1 << 30), ("M", 1 << 20), ("k", 1 << 10)):
+        if size and size % factor == 0:
+            return f"{size // factor}{unit}"
+    return str(size)
+
+
+ByteSize = Annotated[int, BeforeValidator(parse_size), PlainSerializer(format_size_setting, when_used="json")]
 
 
 class Options(JobOptions):
@@ -85,7 +93,7 @@ class Options(JobOptions):
                              description="Log files to rotate: paths or globs, absolute or relative to `directory`")
     every: Literal["hourly", "daily", "weekly"] | None = Field(
         "daily", description="Rotate once per hour/day/week (local time); none: only by size")
-    max_size: ByteSize | None = Field(100 << 20, description="Rotate whenever a file is bigger than this "
+    max_size: ByteSize | None = Field("100M", description="Rotate whenever a file is bigger than this "
                                       "(e.g. 100M), even before its period is over")
     min_size: ByteSize | None = Field(None, description="Never rotate a file smaller than this (e.g. 1M)")
     naming: Literal["numbered", "dated"] = Field(
@@ -109,7 +117,7 @@ class Options(JobOptions):
                                        "'pm2 reloadLogs' (no shell)")
     reopen_timeout: Duration = Field(30.0, description="Wait this long for the reopen command and for the writer "
                                      "to let go of the rotated file before compressing it")
-    free_space_margin: ByteSize = Field(64 << 20, description="Leave at least this much free on the filesystem "
+    free_space_margin: ByteSize = Field("64M", description="Leave at least this much free on the filesystem "
                                         "after a copy or compression; else do not rotate (J007)")
 
     @model_validator(mode="after")
