@@ -701,10 +701,10 @@ def _compress_one(rotation: Rotation, log: LogFile, path: str) -> None:
         return
     just_renamed = path in rotation.renamed.values()
     wait = rotation.options.reopen_timeout if just_renamed and rotation.reopen_sent else 0.0
-    still_open = writers.wait_until_closed(path, wait)
-    if still_open:
-        reason = (f"{path} is still open by pid {', '.join(map(str, still_open))}: not compressed yet "
-                  "(the writer has not reopened its log); a later run compresses it")
+    in_use = writers.wait_until_let_go(path, wait)
+    if in_use:
+        reason = (f"{path} is still in use ({in_use}): not compressed yet (the writer has not reopened its "
+                  "log); a later run compresses it")
         rotation.context.report(reason)
         rotation.skipped[path] = reason
         if just_renamed and rotation.reopen_sent:
@@ -790,8 +790,9 @@ def _prune(rotation: Rotation, log: LogFile) -> None:
             rotation.say(f"would delete {item.path} ({reason})")
             rotation.deleted += 1
             continue
-        if not item.compressed and writers.holders(item.path):
-            rotation.skipped[item.path] = f"not deleted ({reason}): still open by a writer"
+        in_use = None if item.compressed else writers.wait_until_let_go(item.path, 0)
+        if in_use:
+            rotation.skipped[item.path] = f"not deleted ({reason}): still in use ({in_use})"
             continue
         try:
             size = os.path.getsize(item.path)

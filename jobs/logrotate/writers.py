@@ -107,12 +107,28 @@ def holders(path: str) -> list[int]:
     return found
 
 
-def wait_until_closed(path: str, timeout: float, poll: float = 0.02) -> list[int]:
-    """Wait up to `timeout` seconds until no other process holds `path` open. Return the pids that
-    still hold it (empty when it was let go)."""
+# Without root, /proc hides other users' descriptors: a file counts as let go only once nothing has
+# been written to it for this long as well.
+QUIET_SECONDS = 1.0
+
+
+def wait_until_let_go(path: str, timeout: float, poll: float = 0.02) -> str | None:
+    """Wait up to `timeout` seconds until no other process holds `path` open (and, when this process
+    cannot see every process's descriptors, until it has not been written to for QUIET_SECONDS).
+    Return None when it was let go, else why not (e.g. "open by pid 123")."""
     deadline = time.monotonic() + timeout
+    sees_everything = os.geteuid() == 0
     while True:
         pids = holders(path)
-        if not pids or time.monotonic() >= deadline:
-            return pids
+        if pids:
+            reason = f"open by pid {', '.join(map(str, pids))}"
+        elif sees_everything:
+            return None
+        else:
+            idle = time.time() - os.stat(path).st_mtime
+            if idle >= QUIET_SECONDS:
+                return None
+            reason = f"written to {idle:.1f}s ago (other users' processes are not visible without root)"
+        if time.monotonic() >= deadline:
+            return reason
         time.sleep(poll)
