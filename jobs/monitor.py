@@ -85,6 +85,8 @@ MemoryGrowthCheck = _threshold(
     "MemoryGrowthCheck", measured="the service's memory growth", unit=" (MB per hour)", warning=50.0, critical=200.0,
     window=(int, Field(12, ge=3, description="Samples (one per cycle) the slope is fitted over")),
     min_samples=(int, Field(6, ge=3, description="Samples needed before growth is judged")),
+    min_span=(Duration, Field(1200.0, description="Time the samples must span before growth is judged (manual "
+                              "runs seconds apart would extrapolate noise)")),
     min_fit=(float, Field(0.9, ge=0, le=1, description="Correlation the samples need with a rising line to count as "
                           "sustained growth (one high reading is not a leak)")))
 LogErrorsCheck = _threshold(

@@ -169,13 +169,13 @@ def _range_sql(table: str) -> str:
 class _Batches:
     """Chooses batch sizes so a batch's transaction (the upper bound of its lock time) stays under max_lock_ms.
 
-    Rows differ in size and the server in load, so it aims at 60% of the limit, remembers the slowest
+    Rows differ in size and the server in load, so it aims at half the limit, remembers the slowest
     recent time per row (decaying slowly), grows at most by doubling and shrinks at once."""
 
     def __init__(self, options: Options):
         self.size = min(options.batch_size, options.max_batch_size)
         self.maximum = options.max_batch_size
-        self.target_seconds = options.max_lock_ms / 1000 * 0.6
+        self.target_seconds = options.max_lock_ms / 1000 * 0.5
         self.seconds_per_row = 0.0
 
     def next_size(self, rows: int, seconds: float) -> int:

@@ -6,6 +6,8 @@ after the last complete line read. Each cycle reads only what was appended since
   when it can be found next to the log (same inode, e.g. application.log.1), then the new file from
   its start.
 - Truncation in place (copytruncate): the file is shorter than the offset: read from the start.
+- A new file that reuses the old inode number: the digest of its first bytes differs: read it
+  from the start.
 - A partial last line is left for the next cycle.
 On the first cycle the monitor starts following at the end of the file (old errors are not news);
 `diagnose` (which remembers nothing) looks at the last `tail_lines` lines instead, like the guide's

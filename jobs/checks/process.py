@@ -4,8 +4,9 @@ The process is found by pid file, systemd unit (MainPID) or a regular expression
 lines (service.pid_file / systemd_unit / process_pattern; the first one configured wins). Its
 children are counted with it (a Node.js cluster). A leak is a sustained upward slope: the
 least-squares slope of resident memory over the last `window` samples (one per cycle, kept in the
-state store), reported only when the samples fit a line well (r >= min_fit), so one high reading
-or a sawtooth of garbage collection does not alarm.
+state store), judged once there are `min_samples` spanning at least `min_span`, and reported only
+when the samples fit a line well (r >= min_fit), so one high reading or a sawtooth of garbage
+collection does not alarm.
 """
 
 from __future__ import annotations
@@ -133,10 +134,12 @@ def memory_growth(context: CheckContext, pids: list[int], rss_mb: float) -> Chec
     samples = samples[-options.window:]
     context.remember(SAMPLES_KEY, {"pids": pids, "samples": samples})
     base = {"samples": len(samples), "window": options.window}
-    if len(samples) < options.min_samples:
+    span = samples[-1][0] - samples[0][0]
+    if len(samples) < options.min_samples or span < options.min_span:
         return CheckResult(name="process.memory_growth", state="ok", value=None, unit="MB/h", warning=options.warning,
                            critical=options.critical, details={**base, "text": f"{len(samples)}/{options.min_samples} samples"},
-                           message=f"collecting samples ({len(samples)} of {options.min_samples} needed)")
+                           message=(f"collecting samples ({len(samples)} of {options.min_samples} needed, spanning "
+                                    f"{span / 60:.0f} of {options.min_span / 60:.0f} min)"))
     slope_per_second, fit = least_squares(samples)
     slope = slope_per_second * 3600
     sustained = fit >= options.min_fit

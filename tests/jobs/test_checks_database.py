@@ -196,3 +196,11 @@ def test_unreachable_database_is_critical_and_the_rest_unknown(make_config, simu
     assert results["database.reachable"].state == "critical"
     assert "cannot connect" in results["database.reachable"].message and "nope" not in results["database.reachable"].message
     assert all(results[name].state == "unknown" for name in DATABASE_CHECKS[1:])
+
+
+def test_a_missing_jackpots_table_makes_dead_tuples_unknown_not_a_crash(settings):
+    settings = settings.model_copy(update={"database": settings.database.model_copy(update={"table": "games.jackpots"})})
+    results = database_results(settings)
+    assert results["database.dead_tuples"].state == "unknown"
+    assert "games.jackpots not found" in results["database.dead_tuples"].message
+    assert results["database.blocking"].state == "ok"

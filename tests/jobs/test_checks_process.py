@@ -53,7 +53,8 @@ def test_resident_memory_crosses_its_threshold_and_comes_back(make_config, simul
 
 def test_memory_growing_every_cycle_is_a_leak_and_a_drop_ends_it(make_config, simulator, service_dir):
     settings = with_monitor(write_settings(make_config, simulator, service_dir),
-                            memory_growth={"window": 4, "min_samples": 3, "warning": 50, "critical": 200})
+                            memory_growth={"window": 4, "min_samples": 3, "min_span": 600, "warning": 50,
+                                           "critical": 200})
     state = StateStore.open(settings)
     clock = FakeClock()
     states = []
@@ -82,6 +83,19 @@ def test_one_high_reading_is_not_a_leak(make_config, simulator, service_dir):
         result = memory_growth(context, [4242], megabytes)
         clock.advance(300)
     assert result.state == "ok" and result.details["fit"] < 0.9
+    state.dispose()
+
+
+def test_growth_is_not_judged_before_the_samples_span_min_span(make_config, simulator, service_dir):
+    settings = with_monitor(write_settings(make_config, simulator, service_dir),
+                            memory_growth={"window": 6, "min_samples": 3})
+    state = StateStore.open(settings)
+    clock = FakeClock()
+    context = CheckContext(settings=settings, options=settings.jobs.monitor, host="h1", state=state, clock=clock)
+    for megabytes in (100, 110, 120, 130):  # steep, but over two minutes: manual runs, not a trend
+        result = memory_growth(context, [4242], megabytes)
+        clock.advance(40)
+    assert result.state == "ok" and result.value is None and "spanning 2 of 20 min" in result.message
     state.dispose()
 
 
