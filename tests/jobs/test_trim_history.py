@@ -19,14 +19,42 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def run_json(cli, config, *args):
+    """Run the job through the real CLI; return (CompletedProcess, its --json output)."""
     result = cli("jobs", "run", "trim_history", "--json", "--config", str(config), *args)
     assert result.stdout, result.stderr
     return result, json.loads(result.stdout)
 
 
-def init_schema(cli, config):
-    result = cli("db", "init", "--config", str(config))
-    assert result.returncode == 0, result.stderr
+class Outcome:
+    def __init__(self, outcome):
+        self.returncode = outcome.exit_code
+        self.stderr = str(outcome.error or "")
+
+
+def run_here(url, state_url, *, table="jackpots", dry_run=False, **options):
+    """Run the job in this process (faster than the CLI; same runner, ledger and database).
+    Return (an object with returncode, the payload the CLI's --json would print)."""
+    import config.settings  # noqa: F401 - loads the job registry before the job module
+    from config.settings import Settings
+    from scheduler.runner import run_job
+
+    settings = Settings(database={"url": url, "table": table}, state={"url": state_url})
+    outcome = run_job(settings, "trim_history", dry_run=dry_run, options_override={"max_entries": 5, **options})
+    payload = outcome.record.to_dict()
+    payload["findings"] = [finding.to_dict() for finding in outcome.result.findings] if outcome.result else []
+    return Outcome(outcome), payload
+
+
+def init_schema(url):
+    import config.settings  # noqa: F401
+    from sqlalchemy import create_engine
+
+    from jobs.maint_schema import ensure_schema
+
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.begin() as connection:
+        ensure_schema(connection)
+    engine.dispose()
 
 
 def histories(url, table="jackpots"):
@@ -66,9 +94,10 @@ def over_limit(database_url):
     return database_url
 
 
-def test_trim_history_keeps_the_newest_entries_archives_the_rest_in_order_and_bumps_versions(cli, make_config, over_limit):
+def test_trim_history_keeps_the_newest_entries_archives_the_rest_in_order_and_bumps_versions(cli, make_config, over_limit,
+                                                                                               state_url):
     config = make_config("[jobs.trim_history]\nmax_entries = 5\n")
-    init_schema(cli, config)
+    init_schema(over_limit)
     original = histories(over_limit)
     result, payload = run_json(cli, config)
     assert result.returncode == 0, result.stderr
@@ -104,15 +133,14 @@ def test_trim_history_keeps_the_newest_entries_archives_the_rest_in_order_and_bu
     assert run_ids == {payload["id"]}
 
     # a rerun finds nothing to do and changes nothing
-    result, payload = run_json(cli, config)
+    result, payload = run_here(over_limit, state_url)
     assert result.returncode == 0
     assert payload["summary"]["rows_trimmed"] == 0
     assert histories(over_limit) == now
 
 
-def test_trim_history_never_modifies_null_or_non_array_histories_and_counts_them(cli, make_config, jackpots):
-    config = make_config("[jobs.trim_history]\nmax_entries = 5\n")
-    init_schema(cli, config)
+def test_trim_history_never_modifies_null_or_non_array_histories_and_counts_them(jackpots, state_url):
+    init_schema(jackpots.url)
     faults = sample_data.insert_faults(jackpots.url, over_limit_entries=20)
     # an object with many keys: lax jsonpath would wrap it into a one-element array
     big_object = json.dumps({f"k{i}": i for i in range(50)})
@@ -121,7 +149,7 @@ def test_trim_history_never_modifies_null_or_non_array_histories_and_counts_them
     odd_ids = faults["history_not_array"] + faults["history_sql_null"] + [
         jackpots.scalar("SELECT max(id) FROM jackpots")]
     original = histories(jackpots.url)
-    result, payload = run_json(cli, config)
+    result, payload = run_here(jackpots.url, state_url)
     assert result.returncode == 1, "invalid histories make the run report problems"
     now = histories(jackpots.url)
     for row_id in odd_ids:
@@ -137,24 +165,23 @@ def test_trim_history_never_modifies_null_or_non_array_histories_and_counts_them
     assert now[over]["version"] == original[over]["version"] + 1
 
 
-def test_trim_history_skips_a_row_locked_by_another_session_without_waiting_and_reports_it(cli, make_config, over_limit):
-    config = make_config("[jobs.trim_history]\nmax_entries = 5\n")
-    init_schema(cli, config)
+def test_trim_history_skips_a_row_locked_by_another_session_without_waiting_and_reports_it(over_limit, state_url):
+    init_schema(over_limit)
     original = histories(over_limit)
     with psycopg.connect(over_limit) as service:
         service.execute("SELECT 1 FROM jackpots WHERE id = 7 FOR UPDATE")
         started = time.monotonic()
-        result, payload = run_json(cli, config)
+        result, payload = run_here(over_limit, state_url)
         elapsed = time.monotonic() - started
         assert result.returncode == 0, result.stderr
         assert payload["summary"]["rows_skipped_locked"] == 1
         assert payload["summary"]["rows_trimmed"] == 39
         assert "locked by the service and skipped" in payload["message"]
-        assert elapsed < 20  # it did not sit on the lock (lock_timeout 2s would have failed it anyway)
+        assert elapsed < 10  # it did not sit on the lock (lock_timeout 2s would have failed it anyway)
         service.rollback()
     assert histories(over_limit)[7] == original[7]
     # the next run picks the row up
-    result, payload = run_json(cli, config)
+    result, payload = run_here(over_limit, state_url)
     assert payload["summary"]["rows_trimmed"] == 1
     assert_nothing_lost(original, histories(over_limit), archived(over_limit))
 
@@ -170,10 +197,10 @@ def _archived_rows(url):
         return connection.execute("SELECT count(DISTINCT jackpot_id) FROM jackpot_maint.history_archive").fetchone()[0]
 
 
-def test_trim_history_killed_between_batches_then_rerun_loses_nothing(cli, make_config, over_limit, tmp_path):
+def test_trim_history_killed_between_batches_then_rerun_loses_nothing(make_config, over_limit, tmp_path, state_url):
     sample_data.insert_rows(over_limit, rows=60, contribution_entries=9, win_entries=8)
     config = make_config("[jobs.trim_history]\nmax_entries = 5\nbatch_size = 2\nmax_batch_size = 2\npause = 0.05\n")
-    init_schema(cli, config)
+    init_schema(over_limit)
     original = histories(over_limit)
     process = subprocess.Popen([sys.executable, "-m", "scheduler", "jobs", "run", "trim_history", "--quiet",
                                 "--config", str(config)], env=_cli_env(), cwd=str(tmp_path),
@@ -192,7 +219,7 @@ def test_trim_history_killed_between_batches_then_rerun_loses_nothing(cli, make_
     assert 10 <= trimmed_rows < 100, "killed in the middle"
     assert_nothing_lost(original, partly, archived(over_limit))
 
-    result, payload = run_json(cli, config)
+    result, payload = run_here(over_limit, state_url)
     assert result.returncode == 0, result.stderr
     assert payload["summary"]["rows_trimmed"] == 100 - trimmed_rows
     now = histories(over_limit)
@@ -204,11 +231,10 @@ def test_trim_history_killed_between_batches_then_rerun_loses_nothing(cli, make_
         assert now[row_id]["version"] - before["version"] == (1 if len(before["contribution_history"]) > 5 else 0)
 
 
-def test_trim_history_dry_run_counts_and_changes_nothing(cli, make_config, over_limit):
-    config = make_config("[jobs.trim_history]\nmax_entries = 5\n")
-    init_schema(cli, config)
+def test_trim_history_dry_run_counts_and_changes_nothing(over_limit, state_url):
+    init_schema(over_limit)
     original = histories(over_limit)
-    result, payload = run_json(cli, config, "--dry-run")
+    result, payload = run_here(over_limit, state_url, dry_run=True)
     assert result.returncode == 0, result.stderr
     assert histories(over_limit) == original
     assert archived(over_limit) == {}
@@ -217,9 +243,8 @@ def test_trim_history_dry_run_counts_and_changes_nothing(cli, make_config, over_
     assert "would trim 40 of 45 rows" in payload["message"]
 
 
-def test_trim_history_with_archive_off_keeps_nothing_and_says_so(cli, make_config, over_limit):
-    config = make_config("[jobs.trim_history]\nmax_entries = 5\narchive = false\n")
-    result, payload = run_json(cli, config)  # no `db init` needed without the archive
+def test_trim_history_with_archive_off_keeps_nothing_and_says_so(over_limit, state_url):
+    result, payload = run_here(over_limit, state_url, archive=False)  # no `db init` needed without the archive
     assert result.returncode == 0, result.stderr
     assert payload["summary"]["rows_trimmed"] == 40
     assert payload["summary"]["entries_removed_win_history"] == 80
@@ -229,22 +254,20 @@ def test_trim_history_with_archive_off_keeps_nothing_and_says_so(cli, make_confi
         assert connection.execute("SELECT to_regclass('jackpot_maint.history_archive')").fetchone()[0] is None
 
 
-def test_trim_history_without_the_archive_table_says_to_run_db_init(cli, make_config, over_limit):
-    config = make_config("[jobs.trim_history]\nmax_entries = 5\n")
+def test_trim_history_without_the_archive_table_says_to_run_db_init(over_limit, state_url):
     original = histories(over_limit)
-    result = cli("jobs", "run", "trim_history", "--config", str(config))
+    result, _ = run_here(over_limit, state_url)
     assert result.returncode == 1
     assert "jackpot-maint db init" in result.stderr
     assert histories(over_limit) == original
 
 
-def test_trim_history_works_on_a_table_in_another_schema(cli, make_config, database_url):
+def test_trim_history_works_on_a_table_in_another_schema(database_url, state_url):
     sample_data.create_table(database_url, "games.jackpots")
     sample_data.insert_rows(database_url, "games.jackpots", rows=10, contribution_entries=8, win_entries=2)
-    config = make_config("[jobs.trim_history]\nmax_entries = 5\n")
-    init_schema(cli, config)
+    init_schema(database_url)
     original = histories(database_url, "games.jackpots")
-    result, payload = run_json(cli, config, "--set", "database.table=games.jackpots")
+    result, payload = run_here(database_url, state_url, table="games.jackpots")
     assert result.returncode == 0, result.stderr
     assert payload["summary"]["rows_trimmed"] == 10
     assert_nothing_lost(original, histories(database_url, "games.jackpots"), archived(database_url, "games.jackpots"))
@@ -261,8 +284,7 @@ def test_trim_history_rejects_a_hostile_table_name_before_any_sql(cli, make_conf
 
 
 def test_trim_history_as_a_role_without_update_names_the_grants_it_needs(cli, make_config, over_limit, pg):
-    config = make_config("[jobs.trim_history]\nmax_entries = 5\n")
-    init_schema(cli, config)
+    init_schema(over_limit)
     role = f"maint_{uuid.uuid4().hex[:8]}"
     database = over_limit.rsplit("/", 1)[1]
     pg.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'role-secret-771'")
