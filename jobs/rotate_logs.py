@@ -635,7 +635,10 @@ def _reopen(rotation: Rotation) -> None:
                              timeout=options.reopen_timeout)
     rotation.context.report(outcome.message)
     if outcome.problem:
-        rotation.problems.append(outcome.message + " (nothing is lost: the writer keeps writing to the rotated file)")
+        # the journal entries stay: the next run tries the reopen again
+        rotation.problems.append(outcome.message + " (nothing is lost: the writer keeps writing to the rotated "
+                                                   "file; the next run tries again)")
+        return
     _crash_point("after_signal")
     for path in rotation.renamed:
         journal = rotation.journal(path)

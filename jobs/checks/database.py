@@ -148,7 +148,9 @@ def evaluate(context: CheckContext, activity: list[dict[str, Any]], statistics: 
     by_pid = {row["pid"]: row for row in activity}
     clients = [row for row in activity if row["backend_type"] == "client backend"]
     watched = [row for row in clients if row["here"] and not (row["application_name"] or "").startswith(own_prefix)]
+    chain, lines = blocking_chain(watched, by_pid)
     snapshot = _snapshot(context, clients, watched, statistics)
+    snapshot["blocking_chain"] = lines[:SNAPSHOT_QUERIES * 2]
     results = [_reachable(context, response),
                graded("database.response_time", response, options.database_response_time, unit="s",
                       message=f"answered SELECT 1 in {response * 1000:.0f} ms")]
@@ -190,7 +192,6 @@ def evaluate(context: CheckContext, activity: list[dict[str, Any]], statistics: 
                           details={"count": len(idle), "sessions": [_session(row) for row in idle[:SNAPSHOT_QUERIES]]}))
 
     # blocking chains: who blocks whom
-    chain, lines = blocking_chain(watched, by_pid)
     waits = [edge["blocked"]["waiting_seconds"] for edge in chain]
     longest_wait = max(waits) if waits else 0.0
     blocked_count = len({edge["blocked"]["pid"] for edge in chain})

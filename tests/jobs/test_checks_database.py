@@ -67,6 +67,8 @@ def test_blocking_chain_is_reported_as_who_blocks_whom_and_clears(settings, simu
         assert edge["head"] is True and edge["blocker"]["application_name"] == "jackpot-service"
         assert f"pid {holder} (jackpot-service, idle in transaction" in blocking.message
         assert f"blocks pid {victim_pid} (jackpot-worker, waiting" in blocking.message
+        # every database result carries the chain in its snapshot, for any database alert
+        assert results["database.connections"].details["snapshot"]["blocking_chain"] == blocking.details["lines"]
         # the waiting UPDATE is reported as blocked, not as a long-running query
         assert results["database.long_queries"].details["count"] == 0
         assert results["database.service_connections"].value >= 1

@@ -180,3 +180,19 @@ def test_monitor_through_the_real_cli_exits_1_with_findings(cli, make_config, si
     assert payload["status"] == "problems"
     finding = {item["key"]: item for item in payload["findings"]}["service.health_database"]
     assert (finding["ok"], finding["category"], finding["severity"]) == (False, "service_down", "P1")
+
+
+def test_monitor_with_the_database_down_still_runs_and_reports_it(cli, make_config, simulator, service_dir):
+    from helpers_monitor import QUIET_MONITOR, service_section
+    from scheduler.pgcluster import free_port
+
+    path = make_config(service_section(simulator, service_dir) + QUIET_MONITOR,
+                       database=f"postgresql://postgres:secret-pw@127.0.0.1:{free_port()}/jackpot_db")
+    completed = cli("jobs", "run", "monitor", "--json", "--config", str(path), "--set", "jobs.monitor.for_cycles=1",
+                    "--set", "database.connect_timeout=1")
+    assert completed.returncode == 1, completed.stderr
+    payload = json.loads(completed.stdout)
+    assert payload["summary"]["checks"]["service.health"]["state"] == "ok"
+    finding = {item["key"]: item for item in payload["findings"]}["database.reachable"]
+    assert (finding["category"], finding["severity"], finding["code"], finding["scope"]) == ("service_down", "P1", "J001", "database")
+    assert "secret-pw" not in completed.stdout + completed.stderr

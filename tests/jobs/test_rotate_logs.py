@@ -110,6 +110,30 @@ def test_create_with_a_reopen_command_and_delay_compress_loses_no_line(job, tmp_
     assert_every_line_once(log, written["last"])
 
 
+def test_a_writer_that_was_not_told_to_reopen_keeps_its_rotated_file_uncompressed_and_loses_nothing(job, tmp_path):
+    log = job.logs / "application.log"
+    pid_file = tmp_path / "writer.pid"
+    writer = start_writer(log, rate=2000, pid_file=pid_file)
+    try:
+        writer.wait_for_lines(100)
+        # a stale pid file: the signal cannot be sent, the writer keeps appending to application.log.1
+        failed = job.run(max_size="1k", reopen_pid_file=str(tmp_path / "gone.pid"))
+        assert failed.status == "problems" and "cannot read the writer's pid file" in failed.message
+        held = job.logs / "application.log.1"
+        assert "still in use (open by pid" in failed.summary["skipped_reasons"][str(held)]
+        size = held.stat().st_size
+        time.sleep(0.1)
+        assert held.stat().st_size > size  # still being written: compressing it now would lose lines
+        # the next run (pid file fixed) sends the reopen it still owes, then compresses
+        fixed = job.run(max_size="1k", reopen_pid_file=str(pid_file))
+        assert fixed.status == "ok", fixed.message
+        assert fixed.summary["recovered"] == 1 and fixed.summary["compressed"] == 1
+    finally:
+        written = writer.stop()
+    assert job.names() == ["application.log", "application.log.1.gz"]
+    assert_every_line_once(log, written["last"])
+
+
 def test_copytruncate_under_a_fast_writer_loses_few_lines_and_reports_them(job):
     log = job.logs / "application.log"
     writer = start_writer(log, rate=20000)
