@@ -25,8 +25,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     parser = subparsers.add_parser(
         "diagnose", parents=[common], help="run every health check once, now, and show what is wrong",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Run every monitor check once, now (no hysteresis): host CPU/memory/disk, the service's "
-                    "endpoints, process and log, and the database (connections, long queries, locks, dead tuples, "
+        description="Run every monitor check once, now (no hysteresis): host CPU/memory/disk, the service's\n"
+                    "endpoints, process and log, and the database (connections, long queries, locks, dead tuples,\n"
                     "wraparound, cache hit ratio, deadlocks). Works without the daemon running.",
         epilog="exit codes:\n  0  every check ok\n  1  warnings, or a check that could not be measured\n"
                "  2  at least one critical check\n  (2 also for invalid configuration)")
