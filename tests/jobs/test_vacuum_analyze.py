@@ -81,7 +81,7 @@ def test_vacuum_analyze_skips_a_table_another_session_locks_and_reports_it_witho
     assert result.returncode == 1, "a skipped table is a problem to see"
     assert payload["summary"]["skipped_locked"] == 1 and payload["summary"]["vacuumed"] == 0
     assert "SKIPPED" in payload["message"] and "lock was not available" in payload["message"]
-    assert elapsed < 5, "it must not wait for the lock"
+    assert elapsed < 10, "it must not wait for the lock"
     assert stat(jackpots.url, "vacuum_count") == 0
 
 

@@ -8,8 +8,12 @@ import uuid
 import psycopg
 
 
-def test_db_init_creates_the_schema_once_and_says_what_it_created(cli, make_config, jackpots):
+def test_db_check_before_init_says_to_run_it_init_creates_the_schema_once_and_check_passes(cli, make_config, jackpots):
     config = make_config()
+    before = cli("db", "check", "--config", str(config))
+    assert before.returncode == 1
+    assert "jackpot_maint.history_archive" in before.stdout and "run `jackpot-maint db init`" in before.stdout
+
     first = cli("db", "init", "--config", str(config))
     assert first.returncode == 0, first.stderr
     assert "schema jackpot_maint" in first.stdout
@@ -22,13 +26,6 @@ def test_db_init_creates_the_schema_once_and_says_what_it_created(cli, make_conf
                                 WHERE table_schema = 'jackpot_maint'""")
     assert ("history_archive", "entries") in columns and ("repair_audit", "version_after") in columns
 
-
-def test_db_check_before_init_says_to_run_it_and_passes_after(cli, make_config, jackpots):
-    config = make_config()
-    before = cli("db", "check", "--config", str(config))
-    assert before.returncode == 1
-    assert "jackpot_maint.history_archive" in before.stdout and "run `jackpot-maint db init`" in before.stdout
-    assert cli("db", "init", "--config", str(config)).returncode == 0
     after = cli("db", "check", "--config", str(config), "--json")
     assert after.returncode == 0, after.stdout
     report = json.loads(after.stdout)
