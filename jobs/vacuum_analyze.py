@@ -38,8 +38,11 @@ LOCK_NOT_AVAILABLE = "55P03"
 
 
 class Options(JobOptions):
+    enabled: bool = Field(True, description="Run on the schedule (`jobs run` works either way)")
     schedule: Schedule = Field("30 3 * * *", description="When to run (cron or 'every 12h')")
     timeout: Duration = Field(7200.0, description="Cancel the run after this long")
+    misfire_grace: Duration | None = Field(None, description="How late a missed run may still be caught up after "
+                                           "downtime; empty: sized to the schedule")
     tables: list[TableName] = Field(default_factory=list, description="Tables to vacuum; empty: database.table")
     statement_timeout: Duration = Field(3600.0, description="statement_timeout of each VACUUM (longer than the "
                                         "daemon's default)")

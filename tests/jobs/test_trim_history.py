@@ -299,3 +299,37 @@ def test_trim_history_as_a_role_without_update_names_the_grants_it_needs(cli, ma
     assert f'GRANT INSERT ON TABLE "jackpot_maint"."history_archive" TO "{role}";' in result.stderr
     assert "role-secret-771" not in result.stderr + result.stdout
     assert histories(over_limit) == original
+
+
+def test_trim_history_asked_to_stop_finishes_its_batch_reports_what_it_did_and_a_rerun_completes(over_limit, state_url):
+    import threading
+
+    import config.settings  # noqa: F401
+    from config.settings import Settings
+    from scheduler.runner import run_job
+
+    init_schema(over_limit)
+    original = histories(over_limit)
+    settings = Settings(database={"url": over_limit}, state={"url": state_url})
+    stop = threading.Event()
+    outcomes = []
+    worker = threading.Thread(target=lambda: outcomes.append(run_job(
+        settings, "trim_history", cancel_event=stop,
+        options_override={"max_entries": 5, "batch_size": 2, "max_batch_size": 2, "pause": 0.05})))
+    worker.start()
+    deadline = time.monotonic() + 30
+    while _archived_rows(over_limit) < 4 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    stop.set()
+    worker.join(timeout=30)
+    outcome = outcomes[0]
+    assert outcome.record.status == "cancelled"
+    assert "the next run finishes the work" in outcome.record.message
+    done = outcome.record.summary["rows_trimmed"]
+    assert 4 <= done < 40
+    assert _archived_rows(over_limit) == done, "every trimmed row is archived, nothing half-done"
+    assert_nothing_lost(original, histories(over_limit), archived(over_limit))
+
+    result, payload = run_here(over_limit, state_url)
+    assert payload["summary"]["rows_trimmed"] == 40 - done
+    assert_nothing_lost(original, histories(over_limit), archived(over_limit))
