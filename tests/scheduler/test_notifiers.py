@@ -107,7 +107,7 @@ def test_apprise_at_debug_level_never_logs_the_token(tmp_path, receiver):
     assert "/oncall/***" in log
 
 
-def test_entry_point_plugin_is_found_and_an_unknown_type_lists_the_known_ones(tmp_path, cli):
+def test_entry_point_plugin_is_found_and_an_unknown_type_lists_the_known_ones(tmp_path, monkeypatch):
     plugins = tmp_path / "plugins"
     (plugins / "pager_plugin-1.0.dist-info").mkdir(parents=True)
     (plugins / "pager_plugin-1.0.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: pager-plugin\nVersion: 1.0\n")
@@ -131,17 +131,17 @@ def test_entry_point_plugin_is_found_and_an_unknown_type_lists_the_known_ones(tm
     paged = tmp_path / "paged.txt"
     config = write_config(tmp_path / "config.toml", f"sqlite:///{tmp_path / 'state.db'}",
                           f'[notifiers.oncall]\ntype = "pager"\noptions = {{ path = "{paged}" }}\n')
-    root = Path(__file__).resolve().parents[2]
-    env = {"PYTHONPATH": f"{root}:{plugins}"}
-    result = cli("alerts", "test", "--config", str(config), env=env)
-    assert result.returncode == 0, result.stderr
-    assert "ok   oncall: pager oncall" in result.stdout
+    monkeypatch.syspath_prepend(str(plugins))  # as if pip-installed: importlib.metadata finds the dist-info
+    [result], problems = alerts.send_test(load(config))
+    assert problems == [] and result.ok and (result.target, result.display) == ("oncall", "pager oncall")
     assert paged.read_text().startswith("[TEST] jackpot-maint")
 
+    from scheduler.errors import ConfigError
+
     config.write_text(config.read_text().replace('type = "pager"', 'type = "pagr"'))
-    result = cli("alerts", "test", "--config", str(config), env=env)
-    assert result.returncode == 2
-    assert "unknown notifier type 'pagr'; available: apprise, file, command, pager" in result.stderr
+    with pytest.raises(ConfigError) as invalid:
+        load(config)
+    assert "unknown notifier type 'pagr'; available: apprise, file, command, pager" in " ".join(invalid.value.problems)
 
 
 def test_alerts_test_prints_each_target_in_privacy_form_and_its_result(tmp_path, cli, receiver):
@@ -164,10 +164,9 @@ def test_alerts_test_prints_each_target_in_privacy_form_and_its_result(tmp_path,
     assert only["target"] == "team-lead" and only["ok"] and TOKEN not in result.stdout
 
 
-def test_an_apprise_url_apprise_cannot_use_is_named_without_its_secret(tmp_path, cli):
+def test_an_apprise_url_apprise_cannot_use_is_named_without_its_secret(tmp_path):
     config = write_config(tmp_path / "config.toml", f"sqlite:///{tmp_path / 'state.db'}",
                           f'[notifiers.oncall]\nurls = ["nosuchservice://{TOKEN}@x"]\n')
-    result = cli("alerts", "test", "--config", str(config))
-    assert result.returncode == 1
-    assert "notifiers.oncall" in result.stderr and "nosuchservice://" in result.stderr
-    assert TOKEN not in result.stdout + result.stderr
+    results, [problem] = alerts.send_test(load(config))
+    assert results == []
+    assert "notifiers.oncall" in problem and "nosuchservice://" in problem and TOKEN not in problem
