@@ -205,7 +205,7 @@ def run(context: JobContext) -> JobResult:
         _check_archive_exists(context, archive)
         statement = text(_dry_run_sql(table) if context.dry_run else _batch_sql(table, archive, options.max_entries))
         batches = _Batches(options)
-        after = 0
+        after = -(2 ** 63)  # below any bigint id: explicit ids may be zero or negative
         with context.engine.connect() as connection:
             while True:
                 if context.cancelled():

@@ -315,7 +315,7 @@ def test_trim_history_asked_to_stop_finishes_its_batch_reports_what_it_did_and_a
     outcomes = []
     worker = threading.Thread(target=lambda: outcomes.append(run_job(
         settings, "trim_history", cancel_event=stop,
-        options_override={"max_entries": 5, "batch_size": 2, "max_batch_size": 2, "pause": 0.05})))
+        options_override={"max_entries": 5, "batch_size": 2, "max_batch_size": 2, "pause": 0.1})))
     worker.start()
     deadline = time.monotonic() + 30
     while _archived_rows(over_limit) < 4 and time.monotonic() < deadline:
