@@ -337,21 +337,36 @@ def _bounded_lines(items: Iterable[Any], limit: int = 12, width: int = 300) -> l
     return lines
 
 
+def _flat(value: Any) -> str:
+    """A compact one-line form of a snapshot value: key=value pairs, nested in braces."""
+    if isinstance(value, dict):
+        return ", ".join(f"{key}={{{_flat(item)}}}" if isinstance(item, dict) else f"{key}={_flat(item)}"
+                         for key, item in value.items())
+    if isinstance(value, list):
+        return "; ".join(_flat(item) for item in value)
+    return str(value)
+
+
 def _snapshot_lines(details: dict[str, Any]) -> list[str]:
-    """A database snapshot from a finding's details (long queries, blocking chain, connections)."""
+    """A database snapshot from a finding's details: its `snapshot` (connection counts, longest
+    queries...), and a blocking `chain` or the offending `queries` when the check found them."""
+    parts: list[tuple[str, Any]] = []
     snapshot = details.get("snapshot")
-    if not snapshot:
-        return []
-    if not isinstance(snapshot, dict):
-        return _bounded_lines([snapshot])
+    if isinstance(snapshot, dict):
+        parts.extend(snapshot.items())
+    elif snapshot:
+        parts.append(("snapshot", snapshot))
+    for key, label in (("chain", "blocking chain"), ("queries", "queries"), ("sessions", "sessions")):
+        if details.get(key):
+            parts.append((label, details[key]))
     lines = []
-    for key, value in snapshot.items():
+    for key, value in parts:
         label = key.replace("_", " ")
         if isinstance(value, list):
             lines.append(f"{label}: {len(value)}")
-            lines.extend("  " + line for line in _bounded_lines(value, limit=5, width=240))
+            lines.extend("  " + line for line in _bounded_lines([_flat(item) for item in value], limit=5, width=240))
         else:
-            lines.append(f"{label}: {value if not isinstance(value, dict) else json.dumps(value, default=str)}")
+            lines.extend(_bounded_lines([f"{label}: {_flat(value)}"], limit=1, width=400))
     return lines
 
 
