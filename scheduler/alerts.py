@@ -719,6 +719,7 @@ def report(settings, state: StateStore, finding, *, source: str, now: datetime |
     if finding.ok:
         _recover(settings, state, key, now, by=f"recovery ({source})")
         return
+    configured_targets(settings)  # built (once) before the transaction, not while holding SQLite's write lock
     created = _raise(settings, state, finding, key=key, source=source, now=now)
     if created:
         _dispatch(settings, state, now, claimed=created)
@@ -1036,7 +1037,8 @@ def on_run_finished(settings, state: StateStore, record, result, error, *, now: 
             attempts.append(f"suggested: {redact(hint)}")
         report(settings, state, Finding(
             key=key, ok=False, scope=scope, category=category, severity=JOB_SEVERITY.get(category, "P3"), code=code,
-            title=f"{record.job} failed: {message.splitlines()[0][:160] if message else 'no message'}",
+            # the first clause names what failed; the whole message is in LOGS
+            title=f"{record.job} failed: {message.splitlines()[0].split(': ')[0][:120] if message else 'no message'}",
             symptoms=symptoms, attempts=attempts, logs=message.splitlines()[:10],
             details={"job": record.job, "run_id": record.id, "db_code": getattr(error, "db_code", None)}),
             source=record.job, now=now)
