@@ -592,10 +592,10 @@ def _rotate_by_copy(rotation: Rotation, log: LogFile, target: str) -> None:
             copied = streams.copy_range(source, copy, 0)
             _crash_point("after_copy")
             os.fsync(copy)  # the bulk is durable before anything is truncated
-            for _ in range(8):
+            for _ in range(16):  # catch up until what arrives during one pass is a few lines
                 appended = streams.copy_range(source, copy, copied)
                 copied += appended
-                if appended < (64 << 10):
+                if appended < (4 << 10):
                     break
             # the race window: keep these three calls back to back
             copied += streams.copy_range(source, copy, copied)
