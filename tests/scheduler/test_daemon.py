@@ -206,3 +206,22 @@ def test_manual_run_beside_daemon_exits_4_and_kill_9_leaves_an_abandoned_run_and
     sleeping = pg.execute("SELECT pid FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%%' "
                           f"AND datname = '{database}' AND backend_start > now() - interval '12 seconds'")
     assert not sleeping, "the stopped daemon's query is still running"
+
+
+def test_daemon_waits_for_an_unreachable_state_store_before_ready_and_still_stops_on_sigterm(tmp_path, database_url,
+                                                                                           daemons):
+    from scheduler.pgcluster import free_port
+
+    config = tmp_path / "config.toml"
+    config.write_text(f'[database]\nurl = "{database_url}"\n\n[state]\n'
+                      f'url = "postgresql://maint:state-secret-77@127.0.0.1:{free_port()}/state"\n\n'
+                      '[scheduler]\nretry_initial = "200ms"\nretry_max = "400ms"\n\n' + only_ping("every 1s"))
+    daemon = DaemonProcess(tmp_path, config, "host-s").start()
+    daemons.append(daemon)
+    wait_until(lambda: daemon.log().count("J001: the state store is unreachable") >= 3, 20,
+               "no retries while the state store is unreachable", process=daemon.process)
+    assert not daemon.notified("READY=1"), "READY before the state store answered"
+    assert any("waiting for the state store" in line for line in daemon.notified("STATUS="))
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait(10) == 0
+    assert "state-secret-77" not in daemon.log()
