@@ -103,14 +103,17 @@ def _ago(moment: datetime | None) -> str:
 def list_command(args: argparse.Namespace) -> int:
     from scheduler import alerts
 
+    from scheduler.silences import silenced_by
+
     settings, state = _open(args)
     try:
         found = alerts.list_alerts(state, include_closed=args.all, limit=max(args.limit, 1))
+        silenced = {alert.id: silenced_by(settings, state, alert.match_fields()) for alert in found if alert.open}
     finally:
         state.dispose()
     firing = any(alert.status == "firing" for alert in found)
     if args.json:
-        print_json([alert.to_dict() for alert in found])
+        print_json([{**alert.to_dict(), "silenced": silenced.get(alert.id)} for alert in found])
         return EXIT_PROBLEMS if firing else EXIT_OK
     if not found:
         print("no open alerts" if not args.all else "no alerts recorded")
@@ -118,6 +121,8 @@ def list_command(args: argparse.Namespace) -> int:
     rows = []
     for alert in found:
         status = alert.status if alert.open or alert.status != "resolved" else "closed"
+        if silenced.get(alert.id):
+            status += " (silenced)"
         rows.append([alert.id, status, alert.severity, f"L{alert.level}", alert.category, alert.code,
                      alert.host if alert.scope == "host" else "(database)", _ago(alert.first_seen), alert.occurrences,
                      alert.title[:70]])
@@ -134,16 +139,21 @@ def show_command(args: argparse.Namespace) -> int:
         if alert is None:
             raise UsageError(f"there is no alert #{args.id}; see `jackpot-maint alerts list --all`")
         sent = alerts.notifications_of(state, args.id)
+        from scheduler.silences import silenced_by
+
+        silenced = silenced_by(settings, state, alert.match_fields()) if alert.open else None
     finally:
         state.dispose()
     if args.json:
-        print_json({**alert.to_dict(), "notifications": sent})
+        print_json({**alert.to_dict(), "silenced": silenced, "notifications": sent})
         return EXIT_OK
     title, body = alerts.render_message(settings, alert, "show", alert.level)
     print(title)
     print()
     print(body)
     print()
+    if silenced:
+        print(f"SILENCED: {silenced}")
     if sent:
         print("NOTIFICATIONS:")
         print_table(["event", "target", "level", "status", "tries", "sent", "error"],

@@ -78,6 +78,7 @@ def test_silence_list_and_remove(firing, cli):
     assert silence["match"] == "monitor:*" and silence["reason"] == "deploy"
     listed = cli("alerts", "silences", *config)
     assert "monitor:*" in listed.stdout and "deploy" in listed.stdout
+    assert "firing (silenced)" in cli("alerts", "list", *config).stdout  # still recorded and shown
     removed = cli("alerts", "unsilence", str(silence["id"]), *config)
     assert removed.returncode == 0 and f"silence #{silence['id']} ended" in removed.stdout
     bad = cli("alerts", "silence", "x", "--for", "soon", *config)
