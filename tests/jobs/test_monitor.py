@@ -169,30 +169,22 @@ def test_remediation_is_off_by_default(cycles, simulator):
     assert result.summary["actions"] == []
 
 
-def test_monitor_through_the_real_cli_exits_1_with_findings(cli, make_config, simulator, service_dir, jackpots):
-    from helpers_monitor import QUIET_MONITOR, service_section
-
-    path = make_config(service_section(simulator, service_dir) + QUIET_MONITOR)
-    simulator.set_mode("down", endpoint="/health/database")
-    completed = cli("jobs", "run", "monitor", "--json", "--config", str(path), "--set", "jobs.monitor.for_cycles=1")
-    assert completed.returncode == 1, completed.stderr
-    payload = json.loads(completed.stdout)
-    assert payload["status"] == "problems"
-    finding = {item["key"]: item for item in payload["findings"]}["service.health_database"]
-    assert (finding["ok"], finding["category"], finding["severity"]) == (False, "service_down", "P1")
-
-
-def test_monitor_with_the_database_down_still_runs_and_reports_it(cli, make_config, simulator, service_dir):
+def test_monitor_through_the_real_cli_with_the_database_down_still_runs_and_reports_it(cli, make_config, simulator, service_dir):
     from helpers_monitor import QUIET_MONITOR, service_section
     from scheduler.pgcluster import free_port
 
     path = make_config(service_section(simulator, service_dir) + QUIET_MONITOR,
                        database=f"postgresql://postgres:secret-pw@127.0.0.1:{free_port()}/jackpot_db")
+    simulator.set_mode("down", endpoint="/health/database")  # the service sees it too
     completed = cli("jobs", "run", "monitor", "--json", "--config", str(path), "--set", "jobs.monitor.for_cycles=1",
                     "--set", "database.connect_timeout=1")
-    assert completed.returncode == 1, completed.stderr
+    assert completed.returncode == 1, completed.stderr  # problems found, not "dependency unreachable"
     payload = json.loads(completed.stdout)
+    assert payload["status"] == "problems"
     assert payload["summary"]["checks"]["service.health"]["state"] == "ok"
-    finding = {item["key"]: item for item in payload["findings"]}["database.reachable"]
-    assert (finding["category"], finding["severity"], finding["code"], finding["scope"]) == ("service_down", "P1", "J001", "database")
+    findings = {item["key"]: item for item in payload["findings"]}
+    database = findings["database.reachable"]
+    assert (database["category"], database["severity"], database["code"], database["scope"]) == ("service_down", "P1", "J001", "database")
+    service = findings["service.health_database"]
+    assert (service["ok"], service["scope"], service["severity"]) == (False, "host", "P1")
     assert "secret-pw" not in completed.stdout + completed.stderr

@@ -451,3 +451,33 @@ def test_cli_dry_run_prints_the_plan_as_json(tmp_path):
     assert payload["dry_run"] is True and payload["status"] == "ok"
     assert any(line.startswith("would rotate") for line in payload["summary"]["plan"])
     assert sorted(path.name for path in logs.iterdir()) == ["application.log"]
+
+
+def test_olddir_on_another_filesystem_refuses_create_but_allows_copytruncate(job):
+    old = job.logs / "old"
+    why_not = _mount_small_tmpfs(old, "4m")
+    if why_not:
+        pytest.skip(why_not)
+    try:
+        log = job.logs / "application.log"
+        write_numbered_lines(log, 50)
+        refused = job.run(max_size="1k", olddir="old")
+        assert refused.status == "problems" and refused.summary["rotated"] == 0
+        assert "on another filesystem" in refused.summary["skipped_reasons"][str(log)]
+        copied = job.run(max_size="1k", olddir="old", method="copytruncate")
+        assert copied.status == "ok", copied.message
+        assert job.names(old) == ["application.log.1.gz"] and log.stat().st_size == 0
+    finally:
+        subprocess.run(["umount", "-l", str(old)], check=False)
+
+
+def test_a_reopen_command_that_hangs_is_cut_at_reopen_timeout_and_retried_next_run(job):
+    log = job.logs / "application.log"
+    write_numbered_lines(log, 50)
+    started = time.monotonic()
+    hung = job.run(max_size="1k", reopen_command="sleep 30", reopen_timeout="300ms")
+    assert time.monotonic() - started < 5
+    assert hung.status == "problems" and "did not finish within 0.3s" in hung.message
+    retried = job.run(max_size="1k", reopen_command="true")
+    assert retried.status == "ok" and retried.summary["recovered"] == 1
+    assert job.names() == ["application.log", "application.log.1.gz"]

@@ -245,6 +245,19 @@ def test_schema_qualified_table_with_group_column_is_validated_and_repaired(data
     assert rows_by_id(helper, "jackpots") == public_before
     assert helper.scalar("SELECT DISTINCT source_table FROM jackpot_maint.repair_audit") == "games.jackpots"
 
+    from jobs.validate_data import revert_repair
+    from scheduler.db import create_target_engine
+
+    engine = create_target_engine(_qualified_settings(make_config))
+    try:
+        [reverted] = revert_repair(engine, outcome.record.id)
+    finally:
+        engine.dispose()
+    assert reverted.table == "games.jackpots" and reverted.not_reverted == 0 and len(reverted.reverted) == 5
+    assert str(helper.scalar('SELECT current_amount FROM games.jackpots WHERE id = %s',
+                             (faults["negative_amount"][0],))) == "-50.00"
+    assert rows_by_id(helper, "jackpots") == public_before
+
 
 def _qualified_settings(make_config):
     from config.loader import load_settings
