@@ -329,7 +329,7 @@ def _recover(rotation: Rotation, log: LogFile) -> None:
 
 def _recover_rename(rotation: Rotation, log: LogFile, journal: dict[str, Any], pending: dict[str, Any]) -> None:
     rotated = pending["rotated"]
-    if not os.path.exists(rotated):
+    if not os.path.exists(rotated) and not os.path.exists(rotated + naming.COMPRESSED_SUFFIX):
         rotation.say(f"{log.path}: an interrupted run had not renamed it yet; nothing to finish")
         if not rotation.dry_run:
             journal.pop("pending", None)
@@ -339,7 +339,7 @@ def _recover_rename(rotation: Rotation, log: LogFile, journal: dict[str, Any], p
     if rotation.dry_run:
         return
     if not os.path.exists(log.path):
-        _create_like(log.path, rotated)
+        _create_like(log.path, rotated if os.path.exists(rotated) else rotated + naming.COMPRESSED_SUFFIX)
     journal["last_rotated"] = pending.get("at")
     # the entry stays until this run's reopen has been sent (_reopen clears it)
     rotation.save_journal(log.path)
