@@ -191,6 +191,11 @@ class RepairTotals:
     longest_batch_ms: float = 0.0
 
 
+# What the fixable rules read: the repair locks and reads only these (never the large histories).
+REPAIR_INPUT_COLUMNS = ("id", "current_amount", "contribution_rate", "max_amount", "seed_amount", "version",
+                        "last_modified_at", "updated_at")
+
+
 def _fixable(rule_list: list[Rule]) -> list[Rule]:
     return [rule for rule in rule_list if rule.fix is not None]
 
@@ -238,7 +243,7 @@ def repair_batch_sql(table: str, fixable: list[Rule]) -> str:
     newline = ",\n    "
     return f"""
 WITH locked AS (
-  SELECT * FROM {quoted}
+  SELECT {", ".join(REPAIR_INPUT_COLUMNS)} FROM {quoted}
   WHERE id = ANY(CAST(:ids AS bigint[]))
   ORDER BY id
   FOR UPDATE SKIP LOCKED
