@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from config.types import Duration, Schedule
 from jobs.base import Finding, JobContext, JobOptions, JobResult
-from jobs.checks import (CheckContext, CheckResult, base_name, info_for, run_probes, section_for, worst)
+from jobs.checks import CheckContext, CheckResult, info_for, run_probes, section_for, worst
 from scheduler.redact import redact
 
 NAME = "monitor"
@@ -428,4 +428,4 @@ def _hostname() -> str:
     return socket.gethostname()
 
 
-__all__ = ["NAME", "SCOPE", "DESCRIPTION", "Options", "run", "run_checks", "advance", "finding_for", "base_name"]
+__all__ = ["NAME", "SCOPE", "DESCRIPTION", "Options", "run", "run_checks", "advance", "finding_for"]

@@ -23,7 +23,6 @@ WARNING_STATUSES = {"degraded", "warning", "warn"}
 
 def probes(context: CheckContext) -> list[Probe]:
     service = context.settings.service
-    options = context.options
     timeout = service.request_timeout
     result = []
     for name, path in service.endpoints().items():
@@ -33,7 +32,6 @@ def probes(context: CheckContext) -> list[Probe]:
             lambda name=name, url=url: check_endpoint(context, name, url),
             lambda limit, name=name, url=url: _no_answer(context, name, url, f"no complete answer within {timeout:g}s"),
         ))
-    del options
     return result
 
 

@@ -3,7 +3,6 @@ controllable clock, and a way to run the monitor job cycle after cycle."""
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 import uuid
@@ -146,4 +145,4 @@ def python_command(code: str) -> str:
 
 
 __all__ = ["FakeClock", "Cycles", "service_dir", "simulator", "write_settings", "with_monitor", "by_name",
-           "open_state", "wait_for", "python_command", "os"]
+           "open_state", "wait_for", "python_command"]

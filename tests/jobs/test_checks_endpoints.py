@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from helpers_monitor import by_name, service_dir, simulator, with_monitor, write_settings  # noqa: F401 - fixtures
+from helpers_monitor import by_name, service_dir, simulator, write_settings  # noqa: F401 - fixtures
 from jobs.monitor import run_checks
 
 
