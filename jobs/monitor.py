@@ -227,6 +227,7 @@ def run(context: JobContext) -> JobResult:
             record["attempts"] = (record.get("attempts", []) + [action["text"]])[-ATTEMPTS_KEPT:]
     findings = [finding for result in results
                 if (finding := finding_for(result, records[result.name], transitions.get(result.name))) is not None]
+    findings.extend(retire_unchecked(records, {result.name for result in results}))
     for name, record in records.items():
         if not record["firing"] and transitions.get(name) == "recovered":
             record["attempts"] = []
@@ -306,6 +307,20 @@ def finding_for(result: CheckResult, record: dict[str, Any], transition: str | N
     return Finding(key=result.name, ok=not record["firing"], title=redact(title)[:240], category=info.category,
                    severity=severity, code=info.code, scope=info.scope, symptoms=[redact(line) for line in symptoms],
                    attempts=list(record.get("attempts", [])), logs=list(result.evidence), details=details)
+
+
+def retire_unchecked(records: dict[str, dict[str, Any]], checked: set[str]) -> list[Finding]:
+    """Forget checks that no longer run (disabled, a disk path or endpoint removed); a firing one is
+    resolved, so its alert does not stay open forever. Return those resolving findings."""
+    findings = []
+    for name in sorted(set(records) - checked):
+        record = records.pop(name)
+        if record.get("firing"):
+            info = info_for(name)
+            findings.append(Finding(key=name, ok=True, title=f"{info.label}: no longer checked (disabled or removed "
+                                    f"from the configuration)", category=info.category, severity=info.severity_warning,
+                                    code=info.code, scope=info.scope, details={"check": name}))
+    return findings
 
 
 # ---- remediation -----------------------------------------------------------------------------

@@ -159,6 +159,7 @@ class Rotation:
     plan: list[str] = field(default_factory=list)
     # rotated by rename this run (or a recovered run): wait for the writer to let go before compressing
     renamed: dict[str, str] = field(default_factory=dict)
+    planned: set[str] = field(default_factory=set)  # dry run: logs that would be rotated
     needs_reopen: bool = False
     reopen_sent: bool = False
     disk_findings: dict[str, Finding] = field(default_factory=dict)
@@ -417,7 +418,8 @@ def _due(rotation: Rotation, log: LogFile) -> tuple[bool, str]:
     last = datetime.fromisoformat(last_text).astimezone(rotation.now.tzinfo)
     if _period(last, options.every) != _period(rotation.now, options.every) and rotation.now > last:
         return True, f"{options.every} rotation due (last {last:%Y-%m-%d %H:%M})"
-    return False, f"already rotated this {options.every.removesuffix('ly').replace('dai', 'day')} period (last {last:%Y-%m-%d %H:%M})"
+    unit = {"hourly": "hour", "daily": "day", "weekly": "week"}[options.every]
+    return False, f"already rotated this {unit} (last {last:%Y-%m-%d %H:%M})"
 
 
 # ---- rotate --------------------------------------------------------------------------------------
@@ -437,10 +439,9 @@ def _rotate(rotation: Rotation, log: LogFile, reason: str) -> bool:
         rotation.skip(log.path, f"olddir {log.rotated_dir} is on another filesystem: method create renames, "
                                 "which cannot cross filesystems (use method copytruncate or move olddir)", problem=True)
         return False
-    needed = size if options.method == "copytruncate" else 0
-    if options.compress:
-        # log text compresses 5-20x; a compression that runs out of room anyway is undone cleanly
-        needed = max(needed, size // 2)
+    # log text compresses 5-20x: half the size is a safe guess for the .gz, and a compression that
+    # runs out of room anyway is undone cleanly
+    needed = (size if options.method == "copytruncate" else 0) + (size // 2 if options.compress else 0)
     folder = log.rotated_dir if os.path.isdir(log.rotated_dir) else os.path.dirname(log.path)
     if needed and not _has_room(rotation, log, folder, needed,
                                 "copy" if options.method == "copytruncate" else "compressed file"):
@@ -448,6 +449,7 @@ def _rotate(rotation: Rotation, log: LogFile, reason: str) -> bool:
     target = _target_name(rotation, log)
     if rotation.dry_run:
         rotation.say(f"would rotate {log.path} ({reason}) to {target} by {options.method}")
+        rotation.planned.add(log.path)
         rotation.rotated += 1
         return True
     rotation.context.report(f"rotating {log.path} ({reason}) to {target} by {options.method}")
@@ -694,7 +696,7 @@ def _rotated_after_this_run(rotation: Rotation, log: LogFile) -> list[naming.Rot
 
 
 def _would_rotate(rotation: Rotation, log: LogFile) -> bool:
-    return any(entry.startswith(f"would rotate {log.path} ") for entry in rotation.plan)
+    return log.path in rotation.planned
 
 
 def _compress_one(rotation: Rotation, log: LogFile, path: str) -> None:

@@ -188,3 +188,13 @@ def test_monitor_through_the_real_cli_with_the_database_down_still_runs_and_repo
     service = findings["service.health_database"]
     assert (service["ok"], service["scope"], service["severity"]) == (False, "host", "P1")
     assert "secret-pw" not in completed.stdout + completed.stderr
+
+
+def test_a_firing_check_that_is_disabled_is_resolved_not_left_open(cycles, simulator):
+    simulator.set_error_rate(5.0)
+    cycles.run()
+    assert findings_by_key(cycles.run())["service.error_rate"].ok is False
+    disabled = with_monitor(cycles.settings, error_rate={"enabled": False})
+    finding = findings_by_key(cycles.run(settings=disabled))["service.error_rate"]
+    assert finding.ok is True and "no longer checked" in finding.title
+    assert "service.error_rate" not in cycles.state.get_value("monitor", "test-host:hysteresis")
