@@ -3,6 +3,7 @@ file, resident memory, and a leak told apart from one high reading."""
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timezone
 
 from helpers_monitor import (FakeClock, by_name, service_dir, simulator, with_monitor,  # noqa: F401 - fixtures
@@ -103,3 +104,18 @@ def test_least_squares_slope_and_fit():
     slope, fit = least_squares([(0, 100), (3600, 150), (7200, 200)])
     assert abs(slope * 3600 - 50) < 1e-9 and abs(fit - 1) < 1e-9
     assert least_squares([(5, 1), (5, 2)]) == (0.0, 0.0)
+
+
+def test_process_found_as_a_systemd_units_main_pid(make_config, simulator, service_dir, tmp_path, monkeypatch):
+    # no systemd in the test environment: a stand-in systemctl answers `show --property MainPID --value UNIT`
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    systemctl = bin_dir / "systemctl"
+    systemctl.write_text(f'#!/bin/sh\n[ "$5" = "jackpot-service" ] && echo {simulator.pid} && exit 0\necho 0\n')
+    systemctl.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    settings = write_settings(make_config, simulator, service_dir, process_pattern=None, systemd_unit="jackpot-service")
+    result = process_results(settings)["process.running"]
+    assert result.details["pids"] == [simulator.pid] and "systemd unit jackpot-service" in result.message
+    stopped = write_settings(make_config, simulator, service_dir, process_pattern=None, systemd_unit="other")
+    assert process_results(stopped)["process.running"].state == "critical"

@@ -12,6 +12,7 @@ import urllib.request
 import psycopg
 import pytest
 
+from conftest import clean_env
 from scheduler.simulator import Simulator, SimulatorProcess
 
 
@@ -108,7 +109,7 @@ def test_module_and_cli_entry_points_start_and_stop_cleanly(cli, tmp_path):
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "scheduler", "simulate", "serve", "--port", str(port),
                                "--application-log", str(tmp_path / "app.log")], stdout=subprocess.PIPE, text=True,
-                              env=__import__("conftest").clean_env())
+                              env=clean_env())
     try:
         assert server.stdout.readline().strip() == f"listening on http://127.0.0.1:{port}"
         completed = cli("simulate", "control", f"http://127.0.0.1:{port}", "set", "mode=down", "error_rate=4")
