@@ -201,8 +201,16 @@ def _crash(tmp_path: Path, config_path: Path, step: str) -> int:
             code = main(["--config", str(config_path), "jobs", "run", "rotate_logs"])
         finally:
             os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        finished, status = os.waitpid(pid, os.WNOHANG)
+        if finished:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.01)
+    # a lock some other thread of pytest held at fork time: do it the slow way instead
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    return _run_cli(tmp_path, config_path, crash_at=step).returncode
 
 
 def _rerun(config_path: Path, monkeypatch) -> dict:
