@@ -55,7 +55,7 @@ def diagnose_command(args: argparse.Namespace) -> int:
     state_note = "state store not used (--no-state)"
     if not args.no_state:
         try:
-            state = StateStore.open(settings)
+            state = StateStore.open(settings, upgrade=False)  # read only: no schema changes either
             state_note = f"state store {state.display} (read only)"
         except Exception as error:  # noqa: BLE001 - diagnose works without it
             state_note = f"state store unavailable, stateful checks start fresh: {error}"
@@ -71,14 +71,16 @@ def diagnose_command(args: argparse.Namespace) -> int:
     counts = {name: states.count(name) for name in ("ok", "warning", "critical", "unknown")}
     if args.json:
         checks = []
+        snapshot = None
         for result in results:
             info = info_for(result.name)
             data = result.to_dict()
+            snapshot = data.get("details", {}).pop("snapshot", snapshot)  # once, below, not per check
             data.update({"label": info.label, "hint": info.hint, "category": info.category, "code": info.code,
                          "scope": info.scope})
             checks.append(data)
         print_json({"host": host, "checked_at": checked_at.isoformat(timespec="seconds"), "exit_code": code,
-                    "state_store": state_note, "counts": counts, "checks": checks})
+                    "state_store": state_note, "counts": counts, "checks": checks, "database_snapshot": snapshot})
         return code
 
     marks = _marks()

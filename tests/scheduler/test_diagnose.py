@@ -64,3 +64,4 @@ def test_a_critical_check_exits_2_and_json_says_why(cli, setup):
     health = {check["name"]: check for check in report["checks"]}["service.health"]
     assert (health["state"], health["category"], health["code"]) == ("critical", "service_down", "J001")
     assert "restart the service" in health["hint"]
+    assert report["database_snapshot"]["connections"]["max_connections"] == 100
