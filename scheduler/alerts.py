@@ -650,7 +650,9 @@ def _dispatch(settings, state: StateStore, now: datetime, claimed: list[Any] | N
                                   name=f"notify-{row.target}", daemon=True)
         thread.start()
         threads.append((thread, timeout))
-    deadline = time.monotonic() + max((timeout for _, timeout in threads), default=0) + 0.5
+    # never wait longer than the send timeout: a send still running after it (apprise's socket
+    # timeouts make that rare) records its own outcome when it ends
+    deadline = time.monotonic() + max((timeout for _, timeout in threads), default=0)
     for thread, _ in threads:
         thread.join(max(deadline - time.monotonic(), 0))
     _use_fallback(settings, state, claimed_rows, now)

@@ -111,3 +111,16 @@ T0 = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)
 def at(minutes: float) -> datetime:
     """The injected clock: T0 plus minutes."""
     return T0 + timedelta(minutes=minutes)
+
+
+def settled_notifications(state, alert_id: int, timeout: float = 5.0) -> dict[str, dict]:
+    """The alert's notifications by target once none is still being sent (a send that outlived the
+    send timeout records its own outcome when it ends)."""
+    from scheduler import alerts
+
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = {row["target"]: row for row in alerts.notifications_of(state, alert_id)}
+        if all(row["status"] != "sending" for row in rows.values()) or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.05)

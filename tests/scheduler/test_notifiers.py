@@ -17,7 +17,7 @@ from scheduler import alerts
 from scheduler.state import StateStore
 
 sys.path.insert(0, str(Path(__file__).parent))
-from helpers_alerts import TOKEN, Receiver, at, load, notifier_toml, write_config  # noqa: E402
+from helpers_alerts import TOKEN, Receiver, at, load, notifier_toml, settled_notifications, write_config  # noqa: E402
 
 
 @pytest.fixture
@@ -80,7 +80,7 @@ def test_command_notifier_failure_and_timeout_are_failed_sends_retried_later(tmp
         started = time.monotonic()
         alerts.report(settings, state, problem(), source="monitor", now=at(0))
         assert time.monotonic() - started < 3
-        rows = {row["target"]: row for row in alerts.notifications_of(state, 1)}
+        rows = settled_notifications(state, 1)
     finally:
         state.dispose()
     assert rows["oncall"]["status"] == "pending" and "did not finish within 0.5s" in rows["oncall"]["error"]
