@@ -92,9 +92,9 @@ class Options(JobOptions):
     files: list[str] = Field(["logs/application.log", "logs/debug.log", "logs/Startup.log"],
                              description="Log files to rotate: paths or globs, absolute or relative to `directory`")
     every: Literal["hourly", "daily", "weekly"] | None = Field(
-        "daily", description="Rotate once per hour/day/week (local time); none: only by size")
+        "daily", description="Rotate once per hour/day/week (scheduler.timezone); \"none\": only by size")
     max_size: ByteSize | None = Field("100M", description="Rotate whenever a file is bigger than this "
-                                      "(e.g. 100M), even before its period is over")
+                                      "(e.g. 100M), even before its period is over; \"none\": only by time")
     min_size: ByteSize | None = Field(None, description="Never rotate a file smaller than this (e.g. 1M)")
     naming: Literal["numbered", "dated"] = Field(
         "numbered", description="numbered: application.log.1, .2.gz...; dated: application.log-20261128 "
@@ -119,6 +119,12 @@ class Options(JobOptions):
                                      "to let go of the rotated file before compressing it")
     free_space_margin: ByteSize = Field("64M", description="Leave at least this much free on the filesystem "
                                         "after a copy or compression; else do not rotate (J007)")
+
+    @field_validator("every", "max_size", "min_size", mode="before")
+    @classmethod
+    def _none_spelled_out(cls, value: object) -> object:
+        # TOML has no null: "none" (or "off") switches a criterion off
+        return None if isinstance(value, str) and value.strip().lower() in ("none", "off", "") else value
 
     @model_validator(mode="after")
     def _rotates_at_all(self) -> "Options":
