@@ -19,8 +19,8 @@ class SchedulerSettings(BaseModel):
     retry_max: Duration = Field(300.0, description="Longest retry delay (the delay doubles up to this)")
     max_workers: int = Field(8, ge=1, le=64, description="Jobs that may run at the same time (different jobs; one job never overlaps itself)")
     claim_retention_days: int = Field(7, ge=1, description="Keep the multi-host fire claims (jackpot_maint.schedule_claims) this many days")
-    metrics_port: int | None = Field(None, ge=1, le=65535, description="Serve Prometheus metrics on this port (127.0.0.1 only); off when unset")
-    metrics_address: str = Field("127.0.0.1", description="Address the metrics endpoint listens on")
+    metrics_port: int | None = Field(None, ge=1, le=65535, description="Serve Prometheus metrics on this port, on metrics_address; off when unset")
+    metrics_address: str = Field("127.0.0.1", description="Address the metrics endpoint listens on (keep it local: 127.0.0.1)")
     metrics_textfile: str | None = Field(None, description="Write Prometheus metrics to this file (node-exporter textfile collector); off when unset")
     deadman_url: SecretStr | None = Field(None, description="Dead-man's-switch URL (healthchecks-style) GET after each successful run "
                                           "of deadman_jobs; off when unset (a secret: never printed)")

@@ -118,6 +118,12 @@ def test_daemon_notifies_systemd_reloads_valid_config_rejects_invalid_one_and_st
     assert status["daemon"]["running"] is True and status["daemon"]["pid"] == daemon.process.pid
     ping = next(job for job in status["jobs"] if job["name"] == "ping_database")
     assert ping["last_run"]["status"] == "ok" and ping["next_run"]
+    listing = json.loads(run_cli("jobs", "list", "--json", "--config", str(config)).stdout)
+    fires = next(job for job in listing if job["name"] == "ping_database")["next_fire_times"]
+    from datetime import datetime
+
+    assert [(datetime.fromisoformat(b) - datetime.fromisoformat(a)).total_seconds()
+            for a, b in zip(fires, fires[1:])] == [1.0, 1.0]
 
     # valid reload: the job is removed without a restart...
     config.write_text(config.read_text().replace('enabled = true\nschedule = "every 1s"', "enabled = false"))
