@@ -11,6 +11,7 @@ key, so `[alerts.contacts.oncall] targets = ["pager"]` keeps the on-call respons
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -182,6 +183,8 @@ class AlertsSettings(_Section):
                         problems.append(f"levels.{number}.until: must be later than the previous level's")
                     previous = level.until
         for key, level in self.start_level.items():
+            if key not in CATEGORIES and not re.fullmatch(r"(J|DB)\d{3}", key):
+                problems.append(f"start_level.{key}: not a category ({', '.join(CATEGORIES)}) or an error code (J001, DB006...)")
             if not 1 <= level <= len(self.levels):
                 problems.append(f"start_level.{key}: {level} is not a level (1..{len(self.levels)})")
         if not self.retry_backoff:

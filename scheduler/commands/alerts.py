@@ -272,6 +272,15 @@ def test_command(args: argparse.Namespace) -> int:
     else:
         for problem in problems:
             print(f"problem: {problem}", file=sys.stderr)
+        if args.contact is None and args.level is None:
+            settings = loaded.settings
+            for category in settings.alerts.routes:
+                first = alerts.start_level(settings, category, "")
+                if not alerts.recipients_of_level(settings, category, first):
+                    contact, _ = alerts.contact_for(settings, category)
+                    print(f"note: new {category} alerts (level {first}) reach no configured notifier (contact "
+                          f"{contact}: targets {', '.join(settings.alerts.contacts[contact].targets) or 'none'}); "
+                          f"they are recorded and shown, not sent, unless alerts.fallback is set", file=sys.stderr)
         if not results:
             print("no notifier targets to test: configure [notifiers.<name>] (see the README's alerts section)")
         for result in results:
