@@ -423,8 +423,21 @@ def test_too_little_free_space_on_a_small_tmpfs_refuses_to_rotate(tmp_path, monk
         assert "No space left on device" in filled.summary["skipped_reasons"][str(log)]
         assert [(finding.ok, finding.code) for finding in filled.findings] == [(False, "J007")]
         assert log.read_bytes() == before and helper.names() == ["application.log"]
+        # the same for a compression: incompressible lines leave no room for the .gz; the partial
+        # .gz is removed and the rotated file kept as it is
+        log.write_bytes(b"")
+        noise = helper.logs / "debug.log"
+        noise.write_bytes(os.urandom(1_200_000))
+        squeezed = helper.run(files=["logs/debug.log"], max_size="1k")
+        assert squeezed.status == "problems" and squeezed.summary["rotated"] == 1
+        rotated = helper.logs / "debug.log.1"
+        assert "No space left on device" in squeezed.summary["skipped_reasons"][str(rotated)]
+        assert [(finding.ok, finding.code) for finding in squeezed.findings] == [(False, "J007")]
+        assert sorted(path.name for path in helper.logs.iterdir() if path.name.startswith("debug")) == \
+            ["debug.log", "debug.log.1"]
         monkeypatch.undo()
         # without compression a rename needs no room at all
+        log.write_bytes(before[:100_000])
         assert helper.run(max_size="1k", compress=False).summary["rotated"] == 1
         helper.state.dispose()
     finally:
