@@ -502,3 +502,17 @@ def test_a_reopen_command_that_hangs_is_cut_at_reopen_timeout_and_retried_next_r
     retried = job.run(max_size="1k", reopen_command="true")
     assert retried.status == "ok" and retried.summary["recovered"] == 1
     assert job.names() == ["application.log", "application.log.1.gz"]
+
+
+def test_weekly_rotation_waits_for_the_iso_week_to_turn_and_min_size_holds_it_back(job):
+    log = job.logs / "application.log"
+    write_numbered_lines(log, 10)
+    job.now = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)  # a Monday: first seen
+    assert job.run(every="weekly").summary["rotated"] == 0
+    job.now = datetime(2026, 11, 29, 23, 0, tzinfo=timezone.utc)  # Sunday, same ISO week
+    assert job.run(every="weekly").summary["rotated"] == 0
+    job.now = datetime(2026, 11, 30, 0, 30, tzinfo=timezone.utc)  # Monday: a new week
+    held = job.run(every="weekly", min_size="1M")
+    assert held.summary["rotated"] == 0 and "under min_size" in held.summary["skipped_reasons"][str(log)]
+    assert job.run(every="weekly").summary["rotated"] == 1
+    assert job.names() == ["application.log", "application.log.1.gz"]
