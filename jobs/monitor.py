@@ -267,7 +267,10 @@ def advance(record: dict[str, Any] | None, state: str, for_cycles: int, recover_
     elif state == "ok":
         record["passing"] += 1
         record["failing"] = 0
-        record.pop("restarted_at_failing", None)
+    if state != "unknown":
+        record["critical"] = record.get("critical", 0) + 1 if state == "critical" else 0
+        if state != "critical":
+            record.pop("restarted_at_failing", None)  # a new streak of failures starts from scratch
     record["state"] = state
     transition = None
     if not record["firing"] and record["failing"] >= for_cycles:
@@ -278,6 +281,8 @@ def advance(record: dict[str, Any] | None, state: str, for_cycles: int, recover_
         record["firing"] = False
         record["recovered_at"] = now.isoformat()
         transition = "recovered"
+    elif state == "ok" and not record["firing"]:
+        record.pop("attempts", None)  # remediation that fixed it before it ever fired: in that run's summary
     return record, transition
 
 
@@ -362,7 +367,7 @@ def remediate(context: JobContext, check_context: CheckContext, options: Options
 
 def _maybe_restart(context: JobContext, check_context: CheckContext, restart: RestartService,
                    record: dict[str, Any], now: datetime) -> dict[str, Any] | None:
-    failing = record["failing"]
+    failing = record.get("critical", 0)  # consecutive failed (critical) health checks
     streak_start = record.get("restarted_at_failing")
     if failing < restart.after_failures:
         return None

@@ -198,3 +198,16 @@ def test_a_firing_check_that_is_disabled_is_resolved_not_left_open(cycles, simul
     finding = findings_by_key(cycles.run(settings=disabled))["service.error_rate"]
     assert finding.ok is True and "no longer checked" in finding.title
     assert "service.error_rate" not in cycles.state.get_value("monitor", "test-host:hysteresis")
+
+
+def test_only_consecutive_critical_health_checks_count_towards_a_restart(cycles, simulator, tmp_path):
+    marker = tmp_path / "restarts.txt"
+    command = python_command(f"open({str(marker)!r}, 'a').write('restarted\\n')")
+    settings = with_monitor(cycles.settings, restart_service={"enabled": True, "command": command, "after_failures": 2})
+    simulator.set_mode("degraded", endpoint="/health")  # a warning, not a failed health check
+    cycles.run(settings=settings)
+    cycles.run(settings=settings)
+    simulator.set_mode("down")
+    assert cycles.run(settings=settings).summary["actions"] == []
+    assert cycles.run(settings=settings).summary["actions"][0]["done"] is True
+    assert marker.read_text() == "restarted\n"
