@@ -187,16 +187,19 @@ def run_checks(settings, options: Options | None = None, *, state=None, host: st
                clock: Callable[[], datetime] | None = None, on_connect: Callable[[int], None] | None = None) -> list[CheckResult]:
     """Given settings (and the monitor's options), run every enabled check once, concurrently; return
     the results. persist=False reads remembered values (log offsets, samples) without writing them."""
-    from jobs.checks import database, endpoints, host as host_checks, logfile, process
-
     options = options or settings.jobs.monitor
     context = CheckContext(settings=settings, options=options, host=host or _hostname(), state=state, persist=persist,
                            clock=clock or (lambda: datetime.now(timezone.utc)), on_connect=on_connect)
+    return _run_all(context)
+
+
+def _run_all(context: CheckContext) -> list[CheckResult]:
+    from jobs.checks import database, endpoints, host as host_checks, logfile, process
+
     probes = []
     for module in (host_checks, endpoints, process, logfile, database):
         probes.extend(module.probes(context))
-    results = run_probes(probes)
-    return [result for result in results if _section(options, result.name).enabled]
+    return [result for result in run_probes(probes) if _section(context.options, result.name).enabled]
 
 
 def run(context: JobContext) -> JobResult:
@@ -205,8 +208,7 @@ def run(context: JobContext) -> JobResult:
     check_context = CheckContext(settings=context.settings, options=options, host=context.host or _hostname(),
                                  state=context.state, persist=not context.dry_run, clock=context.clock,
                                  on_connect=context.backend_pids.add)
-    results = run_checks(context.settings, options, state=context.state, host=check_context.host,
-                         persist=check_context.persist, clock=context.clock, on_connect=context.backend_pids.add)
+    results = _run_all(check_context)
     context.check_cancelled()
     now = context.clock()
     records = check_context.recall(HYSTERESIS_KEY) or {}
