@@ -21,7 +21,7 @@ import sqlalchemy
 from sqlalchemy import text
 
 from jobs.checks import CheckContext, CheckResult, Probe, graded
-from scheduler.db import create_target_engine, quote_table, split_table
+from scheduler.db import create_target_engine, quote_table
 from scheduler.redact import redact
 
 DEADLOCKS_KEY = "database.deadlocks"
@@ -108,17 +108,18 @@ def check_database(context: CheckContext) -> list[CheckResult]:
             failure = classify(error, resource=context.settings.database_display())
             return unreachable(context, failure.message, state="critical")
         with connection:
-            connection.exec_driver_sql("SELECT 1")
-            response = time.perf_counter() - started
-            queries_started = time.perf_counter()
+            response = None
             try:
-                schema, table = split_table(context.settings.database.table)
+                connection.exec_driver_sql("SELECT 1")
+                response = time.perf_counter() - started
+                queries_started = time.perf_counter()
                 activity = [dict(row._mapping) for row in connection.execute(
                     ACTIVITY_SQL, {"service_pattern": context.settings.service.database_application_name})]
-                statistics = dict(connection.execute(STATISTICS_SQL, {"table_name": quote_table(f"{schema}.{table}")}).one()._mapping)
+                statistics = dict(connection.execute(
+                    STATISTICS_SQL, {"table_name": quote_table(context.settings.database.table)}).one()._mapping)
             except Exception as error:  # noqa: BLE001
                 failure = classify(error, resource=context.settings.database_display())
-                if isinstance(failure, ConnectionFailed):
+                if isinstance(failure, ConnectionFailed) or response is None:
                     return unreachable(context, failure.message, state="critical")
                 results = unreachable(context, f"statistics queries failed: {failure}", state="unknown")
                 results[0] = _reachable(context, response)
