@@ -33,6 +33,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -424,6 +425,7 @@ class SimulatorProcess(SimulatorClient):
         self.process = process
         self.pid = process.pid
         self.port = int(url.rsplit(":", 1)[1])
+        self._errors = None  # the process's stderr (a temporary file)
 
     @classmethod
     def start(cls, *, port: int = 0, log_path: str | None = None, database_url: str | None = None,
@@ -436,13 +438,18 @@ class SimulatorProcess(SimulatorClient):
             command += ["--database-url", database_url]
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""), PYTHONUNBUFFERED="1")
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=root)
+        # stderr goes to a file, not a pipe nobody drains (a full pipe would block the simulator)
+        errors = tempfile.TemporaryFile(mode="w+")
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors, text=True, env=env, cwd=root)
         line = _read_line(process, startup_timeout)
         if not line.startswith("listening on "):
             process.kill()
-            error = process.stderr.read() if process.stderr else ""
-            raise RuntimeError(f"the simulator did not start: {line or ''}{error[-1000:]}")
-        return cls(process, line.split("listening on ", 1)[1].strip())
+            process.wait(5)
+            errors.seek(0)
+            raise RuntimeError(f"the simulator did not start: {line or ''}{errors.read()[-1000:]}")
+        started = cls(process, line.split("listening on ", 1)[1].strip())
+        started._errors = errors
+        return started
 
     def stop(self, timeout: float = 10) -> None:
         if self.process.poll() is None:
@@ -452,9 +459,10 @@ class SimulatorProcess(SimulatorClient):
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(5)
-        for stream in (self.process.stdout, self.process.stderr):
-            if stream:
-                stream.close()
+        if self.process.stdout:
+            self.process.stdout.close()
+        if self._errors is not None:
+            self._errors.close()
 
     def __enter__(self) -> "SimulatorProcess":
         return self
