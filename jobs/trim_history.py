@@ -35,7 +35,7 @@ DESCRIPTION = "Keep the newest max_entries entries of each history, archiving th
 
 class Options(JobOptions):
     enabled: bool = Field(True, description="Run on the schedule (`jobs run` works either way)")
-    schedule: Schedule = Field("15 4 * * *", description="When to run (cron or 'every 6h')")
+    schedule: Schedule = Field("30 3 * * *", description="When to run (cron or 'every 6h'); default daily 03:30")
     timeout: Duration = Field(7200.0, description="Cancel the run after this long; a rerun finishes the work")
     misfire_grace: Duration | None = Field(None, description="How late a missed run may still be caught up after "
                                            "downtime; empty: sized to the schedule")

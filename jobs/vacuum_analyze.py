@@ -39,7 +39,7 @@ LOCK_NOT_AVAILABLE = "55P03"
 
 class Options(JobOptions):
     enabled: bool = Field(True, description="Run on the schedule (`jobs run` works either way)")
-    schedule: Schedule = Field("30 3 * * *", description="When to run (cron or 'every 12h')")
+    schedule: Schedule = Field("0 4 * * *", description="When to run (cron or 'every 12h'); default daily 04:00, after trim_history")
     timeout: Duration = Field(7200.0, description="Cancel the run after this long")
     misfire_grace: Duration | None = Field(None, description="How late a missed run may still be caught up after "
                                            "downtime; empty: sized to the schedule")

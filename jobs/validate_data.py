@@ -50,7 +50,7 @@ VERSION_LIMIT = 1_000_000  # the guide: version < 0 OR version > 1000000 is corr
 
 
 class Options(JobOptions):
-    schedule: Schedule = Field("45 4 * * *", description="When to run (cron or 'every 6h')")
+    schedule: Schedule = Field("0 * * * *", description="When to run (cron or 'every 6h'); default hourly")
     timeout: Duration = Field(1800.0, description="Cancel the run after this long")
     repair: bool = Field(False, description="Apply the guide's fixes (reversible: jackpot-maint repairs revert RUN_ID); "
                          "`jobs run validate_data --repair` does it for one run")
