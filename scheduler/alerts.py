@@ -13,6 +13,9 @@ Public API (the runner, the daemon and the monitor call these):
     on_run_finished(settings, state, record, result, error)   after every run
     report(settings, state, finding, *, source)                a Finding: raise / update / resolve
     process(settings, state, now=None)                         escalation, reminders, retries
+
+Who is told and when: scheduler/escalation.py. What they read: scheduler/alert_message.py. How it
+reaches them: scheduler/notifiers/. Silences: scheduler/silences.py.
 """
 
 from __future__ import annotations
@@ -22,13 +25,16 @@ import os
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Iterable
+from typing import Any
 
 from loguru import logger
-from sqlalchemy import Column, Index, Integer, String, Table, Text, UniqueConstraint, and_, or_, select
+from sqlalchemy import Column, Index, Integer, String, Table, Text, UniqueConstraint, or_, select
 
+from scheduler.alert_message import CATEGORY_LABELS, IMPACT, alert_title, message_kind, render_message  # noqa: F401
+from scheduler.escalation import (TargetCheck, configured_targets, contact_for, format_duration,  # noqa: F401
+                                  next_level, notifier_target_ids, recipients_of_level, send_test, start_level)
 from scheduler.redact import redact
 from scheduler.state import StateStore, UTCDateTime, metadata, register_component
 
@@ -104,21 +110,6 @@ def _create_tables(connection) -> None:  # noqa: ANN001
 register_component("alerts", [_create_tables])
 
 OPEN_STATUSES = ("firing", "acknowledged")
-CATEGORY_LABELS = {
-    "service_down": "Service down", "data_corruption": "Data corruption", "performance": "Performance",
-    "security": "Security", "infrastructure": "Infrastructure", "configuration": "Configuration",
-    "maintenance": "Maintenance",
-}
-IMPACT = {
-    "service_down": "Players may be unable to see or win jackpots: the service or its database is not answering.",
-    "data_corruption": "Jackpot amounts or histories may be wrong; payouts and displays are at risk until fixed.",
-    "performance": "Slow responses and timeouts for players; jackpot updates may lag.",
-    "security": "Possible unauthorised access or exposure of data; treat as urgent.",
-    "infrastructure": "Host resources are strained; the service may degrade or stop.",
-    "configuration": "The daemon or the service may run with wrong or outdated settings.",
-    "maintenance": "Scheduled maintenance is not happening; tables bloat and history grows until it runs.",
-}
-# Severity of a failed job by category (a finding brings its own).
 JOB_SEVERITY = {"service_down": "P1", "data_corruption": "P2", "performance": "P2", "security": "P1",
                 "infrastructure": "P2", "configuration": "P3", "maintenance": "P3"}
 _SENDING_STALE_AFTER = 120.0  # a row 'sending' this long past its timeout: the sender died mid-send
@@ -132,20 +123,6 @@ def _hostname() -> str:
     from scheduler.ledger import hostname
 
     return hostname()
-
-
-def _format_duration(seconds: float) -> str:
-    seconds = int(max(seconds, 0))
-    if seconds < 60:
-        return f"{seconds}s"
-    minutes, _ = divmod(seconds, 60)
-    hours, minutes = divmod(minutes, 60)
-    days, hours = divmod(hours, 24)
-    if days:
-        return f"{days}d {hours}h" if hours else f"{days}d"
-    if hours:
-        return f"{hours}h {minutes}m" if minutes else f"{hours}h"
-    return f"{minutes}m"
 
 
 # ---- the alert as data ---------------------------------------------------------------------------
@@ -222,238 +199,6 @@ def _history_entry(now: datetime, event: str, detail: str, level: int | None = N
     if level is not None:
         entry["level"] = level
     return entry
-
-
-# ---- routing -------------------------------------------------------------------------------------
-
-
-def contact_for(settings, category: str) -> tuple[str, Any]:
-    """Given a category, return (contact name, ContactSettings) it routes to."""
-    config = settings.alerts
-    name = config.routes.get(category) or config.routes.get("maintenance") or next(iter(config.contacts))
-    return name, config.contacts[name]
-
-
-def start_level(settings, category: str, code: str) -> int:
-    """The level a new alert starts at: by error code, else by category, else 1."""
-    overrides = settings.alerts.start_level
-    return overrides.get(code) or overrides.get(category) or 1
-
-
-_targets_cache: dict[int, tuple[Any, dict[str, Any], list[str]]] = {}
-_targets_lock = threading.Lock()
-
-
-def configured_targets(settings) -> tuple[dict[str, Any], list[str]]:
-    """Return ({target id: Target}, [problems]) for every configured notifier. A notifier that cannot
-    be built (unknown plugin, bad URL) is left out and named in problems."""
-    from scheduler.notifiers import build_targets
-
-    key = id(settings)
-    with _targets_lock:
-        cached = _targets_cache.get(key)
-        if cached is not None and cached[0] is settings:
-            return cached[1], cached[2]
-    targets: dict[str, Any] = {}
-    problems: list[str] = []
-    for name, notifier in settings.notifiers.items():
-        try:
-            for target in build_targets(name, notifier, settings.alerts.send_timeout):
-                targets[target.id] = target
-        except Exception as error:  # noqa: BLE001 - one bad notifier must not silence the others
-            message = getattr(error, "message", None) or str(error)
-            problems.append(f"notifiers.{name}: {redact(message)}")
-            logger.error("notifier {} unusable: {}", name, redact(message))
-    with _targets_lock:
-        if len(_targets_cache) > 4:
-            _targets_cache.clear()
-        _targets_cache[key] = (settings, targets, problems)
-    return targets, problems
-
-
-def _notifier_target_ids(settings, notifier_name: str) -> list[str]:
-    targets, _ = configured_targets(settings)
-    return [target_id for target_id in targets if target_id == notifier_name or target_id.startswith(notifier_name + "#")]
-
-
-def recipients_of_level(settings, category: str, level: int) -> list[str]:
-    """The target ids a level's recipients resolve to for an alert of this category, in order.
-    Falls back to alerts.fallback when nothing configured is reached."""
-    config = settings.alerts
-    contact_name, _ = contact_for(settings, category)
-    names: list[str] = []
-    for recipient in config.level(level).recipients:
-        recipient = contact_name if recipient == "contact" else recipient
-        if recipient in config.contacts:
-            names.extend(config.contacts[recipient].targets)
-        else:
-            names.append(recipient)
-    result: list[str] = []
-    for name in names:
-        for target_id in _notifier_target_ids(settings, name):
-            if target_id not in result:
-                result.append(target_id)
-    if not result and config.fallback:
-        result = _notifier_target_ids(settings, config.fallback)
-    return result
-
-
-# ---- the message ---------------------------------------------------------------------------------
-
-
-def _where(settings, alert: Alert) -> str:
-    if alert.scope == "host":
-        return alert.host
-    try:
-        return f"database {settings.database_display()}"
-    except Exception:  # noqa: BLE001 - a message must always be buildable
-        return alert.host
-
-
-def alert_title(settings, alert: Alert, level: int, event: str) -> str:
-    """`[P1][L2] Service down: health endpoint not responding (J001) on host-1`, with RESOLVED /
-    Reminder / Escalated in front of the category for those events."""
-    label = CATEGORY_LABELS.get(alert.category, alert.category)
-    prefix = ""
-    if event == "resolved":
-        prefix = "RESOLVED: "
-    elif event.startswith("reminder") or event.startswith("ack-reminder"):
-        prefix = "Reminder: "
-    elif event.startswith("level:") and alert.history and any(entry.get("event") == "escalated" for entry in alert.history):
-        prefix = "Escalated: "
-    title = f"[{alert.severity}][L{level}] {prefix}{label}: {alert.title} ({alert.code}) on {_where(settings, alert)}"
-    return title if len(title) <= 250 else title[:247] + "..."
-
-
-def _bounded_lines(items: Iterable[Any], limit: int = 12, width: int = 300) -> list[str]:
-    lines = []
-    items = list(items)
-    for item in items[:limit]:
-        text = item if isinstance(item, str) else json.dumps(item, default=str)
-        text = " ".join(str(text).split())
-        lines.append(text if len(text) <= width else text[:width - 3] + "...")
-    if len(items) > limit:
-        lines.append(f"... and {len(items) - limit} more")
-    return lines
-
-
-def _flat(value: Any) -> str:
-    """A compact one-line form of a snapshot value: key=value pairs, nested in braces."""
-    if isinstance(value, dict):
-        return ", ".join(f"{key}={{{_flat(item)}}}" if isinstance(item, dict) else f"{key}={_flat(item)}"
-                         for key, item in value.items())
-    if isinstance(value, list):
-        return "; ".join(_flat(item) for item in value)
-    return str(value)
-
-
-def _snapshot_lines(details: dict[str, Any]) -> list[str]:
-    """A database snapshot from a finding's details: its `snapshot` (connection counts, longest
-    queries...), and a blocking `chain` or the offending `queries` when the check found them."""
-    parts: list[tuple[str, Any]] = []
-    snapshot = details.get("snapshot")
-    if isinstance(snapshot, dict):
-        parts.extend(snapshot.items())
-    elif snapshot:
-        parts.append(("snapshot", snapshot))
-    for key, label in (("chain", "blocking chain"), ("queries", "queries"), ("sessions", "sessions")):
-        if details.get(key):
-            parts.append((label, details[key]))
-    lines = []
-    for key, value in parts:
-        label = key.replace("_", " ")
-        if isinstance(value, list):
-            lines.append(f"{label}: {len(value)}")
-            lines.extend("  " + line for line in _bounded_lines([_flat(item) for item in value], limit=5, width=240))
-        else:
-            lines.extend(_bounded_lines([f"{label}: {_flat(value)}"], limit=1, width=400))
-    return lines
-
-
-def _environment(settings, alert: Alert) -> str:
-    from scheduler import __version__
-
-    parts = [f"host {alert.host}", f"jackpot-maint {__version__}"]
-    try:
-        parts.append(f"database {settings.database_display()} table {settings.database.table}")
-    except Exception:  # noqa: BLE001
-        pass
-    jobs = getattr(settings, "jobs", None)
-    options = getattr(jobs, alert.source, None) if jobs is not None else None
-    if options is not None:
-        parts.append(f"{alert.source} schedule '{options.schedule}', timeout {options.timeout:g}s")
-    try:
-        load = os.getloadavg()
-        parts.append(f"load {load[0]:.2f}/{load[1]:.2f}/{load[2]:.2f} on {os.cpu_count()} CPUs")
-    except OSError:
-        pass
-    try:
-        import psutil
-
-        parts.append(f"memory {psutil.virtual_memory().percent:.0f}% used")
-    except Exception:  # noqa: BLE001
-        pass
-    return ", ".join(parts)
-
-
-def render_message(settings, alert: Alert, event: str, level: int, now: datetime | None = None) -> tuple[str, str]:
-    """Given an alert and the event being announced, return (title, body): the guide's escalation
-    template filled in, bounded by alerts.message_max_chars."""
-    now = now or _utcnow()
-    config = settings.alerts
-    contact_name, contact = contact_for(settings, alert.category)
-    level_settings = config.level(level)
-    evidence = alert.evidence
-    from scheduler.errors import APPLICATION_CODES, DATABASE_CODES
-
-    code_meaning = APPLICATION_CODES.get(alert.code) or DATABASE_CODES.get(alert.code) or ""
-    title = alert_title(settings, alert, level, event)
-    status = {"firing": "FIRING, not acknowledged", "acknowledged": f"ACKNOWLEDGED by {alert.acked_by or 'someone'}",
-              "resolved": f"RESOLVED by {alert.resolved_by or 'recovery'}"}.get(alert.status, alert.status)
-    lines = [
-        f"ISSUE: {CATEGORY_LABELS.get(alert.category, alert.category)}: {alert.title} "
-        f"({alert.code}{' ' + code_meaning if code_meaning else ''})",
-        f"SEVERITY: {alert.severity}, level {level} of {config.level_count()} ({level_settings.name}); "
-        f"contact {contact.description or contact_name} (respond within {_format_duration(contact.response_time)}); "
-        f"status {status}",
-        f"TIMELINE: first seen {alert.first_seen:%Y-%m-%d %H:%M:%S} UTC ({_format_duration((now - alert.first_seen).total_seconds())} ago), "
-        f"last seen {alert.last_seen:%H:%M:%S} UTC, {alert.occurrences} occurrence(s)"
-        + (f", flapped {alert.flaps} time(s)" if alert.flaps else ""),
-    ]
-    for entry in alert.history[-8:]:
-        at = entry.get("at", "")[11:16]
-        level_text = f" L{entry['level']}" if "level" in entry else ""
-        lines.append(f"  - {at}{level_text} {entry.get('event')}: {entry.get('detail', '')}")
-    lines.append(f"IMPACT: {IMPACT.get(alert.category, 'See symptoms.')}")
-    lines.append(f"ENVIRONMENT: {_environment(settings, alert)}")
-    sections = [
-        ("SYMPTOMS", _bounded_lines(evidence.get("symptoms") or ["(none recorded)"])),
-        ("DATABASE SNAPSHOT", _snapshot_lines(evidence.get("details") or {})),
-        ("ATTEMPTS MADE", _bounded_lines(evidence.get("attempts") or ["none by the daemon"])),
-        ("LOGS", _bounded_lines(evidence.get("logs") or ["(no log lines captured)"], limit=10)),
-    ]
-    for name, items in sections:
-        if not items:
-            continue
-        lines.append("")
-        lines.append(f"{name}:")
-        prefix = "" if name == "LOGS" else "- "
-        lines.extend(prefix + item for item in items)
-    lines.append("")
-    lines.append(f"ALERT #{alert.id} key {alert.dedup_key} from {alert.source}. "
-                 f"Acknowledge: jackpot-maint alerts ack {alert.id} --by NAME")
-    body = redact("\n".join(lines))
-    limit = config.message_max_chars
-    if len(body) > limit:
-        footer = "\n... (cut to alerts.message_max_chars; `jackpot-maint alerts show " + str(alert.id) + "` has it all)"
-        body = body[:limit - len(footer)] + footer
-    return redact(title), body
-
-
-def _message_kind(event: str, severity: str) -> str:
-    if event == "resolved":
-        return "success"
-    return "failure" if severity in ("P1", "P2") else "warning"
 
 
 # ---- reading -------------------------------------------------------------------------------------
@@ -534,7 +279,7 @@ def _enqueue(connection, state: StateStore, settings, alert: Alert, event: str, 
             status="suppressed" if suppressed else ("sending" if claim else "pending"),
             attempts=1 if claim and not suppressed else 0, claimed_at=_utcnow() if claim else None,
             claimed_by=_claimer() if claim else None, created_at=now, next_attempt_at=now,
-            last_error=suppressed, kind=_message_kind(event, alert.severity), title=title, body=body,
+            last_error=suppressed, kind=message_kind(event, alert.severity), title=title, body=body,
             data=json.dumps(data, default=str),
         ).on_conflict_do_nothing(index_elements=["alert_id", "event", "target"]).returning(*notifications.c)
         row = connection.execute(statement).first()
@@ -664,7 +409,7 @@ def _use_fallback(settings, state: StateStore, rows: list[Any], now: datetime) -
     fallback = settings.alerts.fallback
     if not fallback or not rows:
         return
-    fallback_ids = _notifier_target_ids(settings, fallback)
+    fallback_ids = notifier_target_ids(settings, fallback)
     if not fallback_ids:
         return
     for alert_id, event in {(row.alert_id, row.event) for row in rows}:
@@ -863,25 +608,6 @@ def resolve(settings, state: StateStore, alert_id: int, *, by: str | None = None
 # ---- the clocks ----------------------------------------------------------------------------------
 
 
-def _escalation(settings, alert: Alert, now: datetime) -> tuple[int, list[str]]:
-    """Where the alert should be now: (level, reasons for each move)."""
-    config = settings.alerts
-    _, contact = contact_for(settings, alert.category)
-    level, since, reasons = alert.level, alert.level_since, []
-    while level < config.level_count():
-        bound = config.level(level).until
-        if bound is not None and (now - alert.first_seen).total_seconds() >= bound:
-            reason = f"open longer than {_format_duration(bound)}"
-        elif (now - since).total_seconds() >= contact.response_time:
-            reason = f"not acknowledged within {_format_duration(contact.response_time)}"
-        else:
-            break
-        level += 1
-        since = now
-        reasons.append(reason)
-    return level, reasons
-
-
 def _step(settings, state: StateStore, alert: Alert, now: datetime) -> list[Any]:
     """Apply the clocks to one open alert. Return new outbox rows to send."""
     config = settings.alerts
@@ -893,7 +619,7 @@ def _step(settings, state: StateStore, alert: Alert, now: datetime) -> list[Any]
     created: list[Any] = []
     with state.begin() as connection:
         if alert.status == "firing":
-            level, reasons = _escalation(settings, alert, now)
+            level, reasons = next_level(settings, alert, now)
             if level > alert.level:
                 history_list = alert.history + [_history_entry(now, "escalated", reason, number) for number, reason
                                                 in zip(range(alert.level + 1, level + 1), reasons)]
@@ -1057,80 +783,3 @@ def on_run_finished(settings, state: StateStore, record, result, error, *, now: 
 
 
 # ---- test messages -------------------------------------------------------------------------------
-
-
-@dataclass
-class TargetCheck:
-    target: str
-    display: str
-    ok: bool
-    seconds: float
-    error: str | None = None
-    reached_by: list[str] = field(default_factory=list)
-
-
-def send_test(settings, *, contact: str | None = None, level: int | None = None) -> tuple[list[TargetCheck], list[str]]:
-    """Send a test message through each configured target (or those of a contact or a level),
-    concurrently. Return (results, configuration problems)."""
-    from scheduler import __version__
-    from scheduler.errors import UsageError
-    from scheduler.notifiers import Message, NotifyFailed
-
-    config = settings.alerts
-    targets, problems = configured_targets(settings)
-    chosen: dict[str, list[str]] = {}
-    if contact is not None:
-        if contact not in config.contacts:
-            raise UsageError(f"unknown contact {contact!r}. Contacts: {', '.join(config.contacts)}")
-        for name in config.contacts[contact].targets:
-            ids = _notifier_target_ids(settings, name)
-            if not ids:
-                problems.append(f"contact {contact}: notifier {name!r} is not configured ([notifiers.{name}])")
-            for target_id in ids:
-                chosen.setdefault(target_id, []).append(f"contact {contact}")
-    if level is not None:
-        if str(level) not in config.levels:
-            raise UsageError(f"unknown level {level}. Levels: {', '.join(config.levels)}")
-        categories = [category for category in config.routes]
-        for category in categories:
-            for target_id in recipients_of_level(settings, category, level):
-                chosen.setdefault(target_id, []).append(f"level {level} ({category})")
-    if contact is None and level is None:
-        chosen = {target_id: [] for target_id in targets}
-        for category in config.routes:
-            for number in range(1, config.level_count() + 1):
-                for target_id in recipients_of_level(settings, category, number):
-                    if target_id in chosen and f"level {number}" not in chosen[target_id]:
-                        chosen[target_id].append(f"level {number}")
-    host = _hostname()
-    results: dict[str, TargetCheck] = {}
-
-    def send_one(target_id: str) -> None:
-        target = targets[target_id]
-        message = Message(title=f"[TEST] jackpot-maint on {host}: test notification",
-                          body=f"This is a test from jackpot-maint {__version__} on {host} through {target.display}. "
-                               f"No action needed.", kind="info", data={"test": True, "target": target_id, "host": host})
-        started = time.monotonic()
-        try:
-            target.send(message, target.timeout or config.send_timeout)
-            results[target_id] = TargetCheck(target_id, target.display, True, time.monotonic() - started)
-        except NotifyFailed as failure:
-            results[target_id] = TargetCheck(target_id, target.display, False, time.monotonic() - started,
-                                            redact(str(failure)))
-        except Exception as failure:  # noqa: BLE001
-            results[target_id] = TargetCheck(target_id, target.display, False, time.monotonic() - started,
-                                            redact(f"{type(failure).__name__}: {failure}"))
-
-    threads = [threading.Thread(target=send_one, args=(target_id,), daemon=True) for target_id in chosen]
-    for thread in threads:
-        thread.start()
-    deadline = time.monotonic() + max([targets[t].timeout or config.send_timeout for t in chosen] or [0]) + 1.0
-    for thread in threads:
-        thread.join(max(deadline - time.monotonic(), 0))
-    ordered = []
-    for target_id, reached_by in chosen.items():
-        result = results.get(target_id) or TargetCheck(target_id, targets[target_id].display, False,
-                                                      config.send_timeout, "did not finish within the send timeout")
-        result.reached_by = reached_by
-        ordered.append(result)
-    return ordered, problems

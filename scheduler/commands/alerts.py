@@ -95,9 +95,9 @@ def _open(args: argparse.Namespace):
 def _ago(moment: datetime | None) -> str:
     if moment is None:
         return ""
-    from scheduler.alerts import _format_duration
+    from scheduler.escalation import format_duration
 
-    return _format_duration((datetime.now(timezone.utc) - moment).total_seconds()) + " ago"
+    return format_duration((datetime.now(timezone.utc) - moment).total_seconds()) + " ago"
 
 
 def list_command(args: argparse.Namespace) -> int:
