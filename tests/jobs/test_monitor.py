@@ -211,3 +211,13 @@ def test_only_consecutive_critical_health_checks_count_towards_a_restart(cycles,
     assert cycles.run(settings=settings).summary["actions"] == []
     assert cycles.run(settings=settings).summary["actions"][0]["done"] is True
     assert marker.read_text() == "restarted\n"
+
+
+def test_each_host_keeps_its_own_counters_in_a_shared_state_store(cycles, simulator):
+    other_host = Cycles(cycles.settings, cycles.state, cycles.clock, host="host-2")
+    simulator.set_error_rate(4.0)
+    cycles.run()
+    assert "service.error_rate" in findings_by_key(cycles.run())  # test-host: second failing cycle
+    first_on_other = other_host.run()
+    assert "service.error_rate" not in findings_by_key(first_on_other)  # host-2 counts its own cycles
+    assert first_on_other.summary["checks"]["service.error_rate"]["failing_cycles"] == 1
