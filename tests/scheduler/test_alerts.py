@@ -221,8 +221,8 @@ def test_a_hung_target_does_not_delay_the_others(setup, receiver):
                       source="monitor", now=at(0))
         blocked = time.monotonic() - started
         got = receiver.wait_for(3)
-        assert len(got) == 3 and max(item["at"] for item in got) - started < 0.8
-        assert 0.9 < blocked < 1.5  # report() waited for the send timeout (1 s), not for the hang
+        assert len(got) == 3 and max(item["at"] for item in got) - started < 1.0
+        assert 0.9 < blocked < 2.0  # report() waited for the send timeout (1 s), not for the hang (30 s)
         # the hung send ends at apprise's read timeout and records itself
         statuses = {target: row["status"] for target, row in settled_notifications(state, 1).items()}
         assert statuses["external"] == "pending" and statuses["team-lead"] == "sent"
