@@ -164,6 +164,8 @@ def render_message(settings, alert: Alert, event: str, level: int, now: datetime
         ("SYMPTOMS", _bounded_lines(evidence.get("symptoms") or ["(none recorded)"])),
         ("DATABASE SNAPSHOT", _snapshot_lines(evidence.get("details") or {})),
         ("ATTEMPTS MADE", _bounded_lines(evidence.get("attempts") or ["none by the daemon"])),
+        ("NEXT STEP (the guide's resolution)", _bounded_lines([(evidence.get("details") or {}).get("hint")]
+                                                               if (evidence.get("details") or {}).get("hint") else [])),
         ("LOGS", _bounded_lines(evidence.get("logs") or ["(no log lines captured)"], limit=10)),
     ]
     for name, items in sections:

@@ -761,14 +761,13 @@ def on_run_finished(settings, state: StateStore, record, result, error, *, now: 
                     f"{failures} failed run(s) in a row since {since:%Y-%m-%d %H:%M:%S} UTC"]
         attempts = [f"the runner recorded the failure; {record.job} runs again at its next scheduled time"]
         hint = getattr(error, "hint", None)
-        if hint:
-            attempts.append(f"suggested: {redact(hint)}")
         report(settings, state, Finding(
             key=key, ok=False, scope=scope, category=category, severity=JOB_SEVERITY.get(category, "P3"), code=code,
             # the first clause names what failed; the whole message is in LOGS
             title=f"{record.job} failed: {message.splitlines()[0].split(': ')[0][:120] if message else 'no message'}",
             symptoms=symptoms, attempts=attempts, logs=message.splitlines()[:10],
-            details={"job": record.job, "run_id": record.id, "db_code": getattr(error, "db_code", None)}),
+            details={"job": record.job, "run_id": record.id, "db_code": getattr(error, "db_code", None),
+                     **({"hint": redact(hint)} if hint else {})}),
             source=record.job, now=now)
     elif status in ("ok", "problems", "skipped"):
         report(settings, state, Finding(key=key, ok=True, title=f"{record.job} succeeded", scope=scope),

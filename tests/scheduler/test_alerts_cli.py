@@ -35,7 +35,8 @@ def firing(tmp_path, receiver):
         alerts.report(settings, state, Finding(
             key="monitor:health", ok=False, title="health endpoint not responding", category="service_down",
             severity="P1", code="J001", scope="host", symptoms=["connection refused"],
-            details={"snapshot": {"connections": "97 of 100 in use", "blocking_chain": ["pid 12 blocks pid 40"]}}),
+            details={"snapshot": {"connections": "97 of 100 in use", "blocking_chain": ["pid 12 blocks pid 40"]},
+                     "hint": "check the process: systemctl status jackpot-service"}),
             source="monitor")
     finally:
         state.dispose()
@@ -53,6 +54,7 @@ def test_list_show_ack_resolve(firing, cli, receiver):
     assert shown.returncode == 0
     assert "[P1][L1] Service down: health endpoint not responding (J001)" in shown.stdout
     assert "DATABASE SNAPSHOT" in shown.stdout and "pid 12 blocks pid 40" in shown.stdout
+    assert "NEXT STEP (the guide's resolution):\n- check the process: systemctl status jackpot-service" in shown.stdout
     assert "NOTIFICATIONS" in shown.stdout and "sent" in shown.stdout
 
     acked = cli("alerts", "ack", "1", "--by", "erin", *config)
