@@ -122,7 +122,9 @@ def test_a_writer_that_was_not_told_to_reopen_keeps_its_rotated_file_uncompresse
         held = job.logs / "application.log.1"
         assert "still in use (open by pid" in failed.summary["skipped_reasons"][str(held)]
         size = held.stat().st_size
-        time.sleep(0.1)
+        deadline = time.monotonic() + 5
+        while held.stat().st_size == size and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert held.stat().st_size > size  # still being written: compressing it now would lose lines
         # the next run (pid file fixed) sends the reopen it still owes, then compresses
         fixed = job.run(max_size="1k", reopen_pid_file=str(pid_file))
