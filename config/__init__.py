@@ -1,6 +1,5 @@
-"""What should happen: the settings model, loading it from file + environment + flags, validation."""
+"""What should happen: the settings model (config.settings), loading it from file + environment +
+flags (config.loader), the shared value types (config.types) and the generated reference.
 
-from config.loader import load_settings, LoadedSettings
-from config.settings import Settings
-
-__all__ = ["load_settings", "LoadedSettings", "Settings"]
+Nothing is imported here on purpose: job modules import config.types, and the settings model
+collects the jobs' Options, so an eager import here would be circular."""
