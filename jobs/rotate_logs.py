@@ -370,6 +370,8 @@ def _recover_copy(rotation: Rotation, log: LogFile, journal: dict[str, Any], pen
                 os.unlink(temporary)
         if not rotation.dry_run:
             rotation.recovered += 1
+    elif os.path.exists(target) or os.path.exists(target + naming.COMPRESSED_SUFFIX):
+        journal["last_rotated"] = pending.get("at")  # it finished; only the journal was not updated
     if not rotation.dry_run:
         journal.pop("pending", None)
         rotation.save_journal(log.path)
