@@ -708,6 +708,8 @@ def _would_rotate(rotation: Rotation, log: LogFile) -> bool:
 
 
 def _compress_one(rotation: Rotation, log: LogFile, path: str) -> None:
+    """gzip one rotated file once no writer holds it: into X.gz.jackpot-tmp, fsynced, renamed to
+    X.gz, and only then X removed. Skips (with the reason) when it is in use or there is no room."""
     if rotation.dry_run:
         rotation.say(f"would compress {path} to {os.path.basename(path)}.gz")
         rotation.compressed += 1
