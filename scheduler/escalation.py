@@ -82,6 +82,8 @@ def configured_targets(settings) -> tuple[dict[str, Any], list[str]]:
 
 
 def notifier_target_ids(settings, notifier_name: str) -> list[str]:
+    """Given a notifier's name, return its target ids (`oncall`, or `oncall#1`, `oncall#2`... for an
+    apprise notifier with several URLs); none when it is not configured."""
     targets, _ = configured_targets(settings)
     return [target_id for target_id in targets if target_id == notifier_name or target_id.startswith(notifier_name + "#")]
 
@@ -109,7 +111,10 @@ def recipients_of_level(settings, category: str, level: int) -> list[str]:
 
 
 def next_level(settings, alert: Alert, now: datetime) -> tuple[int, list[str]]:
-    """Where the alert should be now: (level, reasons for each move)."""
+    """Given a firing alert and the time, return the level it should be at and the reason for each
+    move up: past its level's bound (since first seen), or not acknowledged within its contact's
+    response time since it reached its level. Several bounds passed at once (after downtime) climb
+    several levels in one step."""
     config = settings.alerts
     _, contact = contact_for(settings, alert.category)
     level, since, reasons = alert.level, alert.level_since, []
