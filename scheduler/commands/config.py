@@ -120,18 +120,19 @@ def masked_dump(model: BaseModel) -> dict[str, Any]:
 
 
 def _privacy_url(url: str) -> str:
+    """A secret URL as it may be shown: a DSN with its password masked, a notifier URL in apprise's
+    privacy form with path tokens masked too."""
+    if url.startswith(("postgres", "sqlite")):
+        return mask_url(url)
     try:
         import apprise
 
-        if not url.startswith(("postgres", "sqlite")):
-            instance = apprise.Apprise.instantiate(url)
-            if instance is not None:
-                # the privacy form still shows path tokens of some schemes (json://, form://)
-                return redact(instance.url(privacy=True))
-            return url.split("://", 1)[0] + "://" + MASK
-    except Exception:  # noqa: BLE001
+        from scheduler.notifiers.apprise import privacy_form
+
+        instance = apprise.Apprise.instantiate(url)
+        return privacy_form(instance.url(privacy=True) if instance is not None else url)
+    except Exception:  # noqa: BLE001 - never show what could not be masked
         return url.split("://", 1)[0] + "://" + MASK
-    return mask_url(url)
 
 
 def _flatten(values: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
