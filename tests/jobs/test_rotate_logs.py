@@ -518,3 +518,22 @@ def test_weekly_rotation_waits_for_the_iso_week_to_turn_and_min_size_holds_it_ba
     assert held.summary["rotated"] == 0 and "under min_size" in held.summary["skipped_reasons"][str(log)]
     assert job.run(every="weekly").summary["rotated"] == 1
     assert job.names() == ["application.log", "application.log.1.gz"]
+
+
+def test_leftovers_of_a_killed_compression_are_listed_by_a_dry_run_and_cleaned_by_a_run(job):
+    log = job.logs / "application.log"
+    write_numbered_lines(log, 10)
+    rotated = job.logs / "application.log.1"
+    write_numbered_lines(rotated, 50, start=100)
+    original = rotated.read_bytes()
+    (job.logs / "application.log.1.gz.jackpot-tmp").write_bytes(b"\x1f\x8b half a gzip")
+    before = job.names()
+    plan = job.run(dry_run=True).summary["plan"]
+    assert any("removing an interrupted compression" in line for line in plan)
+    assert f"would compress {rotated} to application.log.1.gz" in plan
+    assert job.names() == before
+    result = job.run()
+    assert result.status == "ok" and result.summary["recovered"] == 1 and result.summary["compressed"] == 1
+    assert job.names() == ["application.log", "application.log.1.gz"]
+    with gzip.open(job.logs / "application.log.1.gz", "rb") as handle:
+        assert handle.read() == original
