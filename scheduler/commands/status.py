@@ -58,10 +58,9 @@ def status_command(args: argparse.Namespace) -> int:
             options = getattr(settings.jobs, name)
             last = ledger.last_run(state, name, statuses=("ok", "problems", "failed", "cancelled", "abandoned",
                                                            "missed", "running"))
-            next_run = (heartbeat.get("next_fire_times") or {}).get(name) if _alive(heartbeat, pid_info) else None
-            if next_run is None and options.enabled:
-                upcoming = next_fire_times(settings, options.schedule, 1)
-                next_run = upcoming[0] if upcoming else None
+            # schedules are deterministic (intervals anchored to a fixed epoch): the same fire the daemon computes
+            upcoming = next_fire_times(settings, options.schedule, 1) if options.enabled else []
+            next_run = upcoming[0] if upcoming else None
             jobs.append({"name": name, "enabled": options.enabled, "scope": module.SCOPE, "schedule": options.schedule,
                          "last_run": last.to_dict() if last else None, "next_run": next_run if options.enabled else None})
         alerts = open_alerts(settings, state)

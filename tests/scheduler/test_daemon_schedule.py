@@ -97,3 +97,23 @@ def test_interval_job_down_for_a_day_is_planned_without_walking_every_fire():
     now = at("2026-11-28 09:00:00.500000")
     plan = plan_catch_up(trigger, now - timedelta(days=1), now, 60)
     assert plan.fire == at("2026-11-28 09:00:00") and plan.missed == 86399
+
+
+def test_readme_schedule_table_matches_each_jobs_scope_schedule_and_timeout():
+    import re
+    from pathlib import Path
+
+    from config.types import format_duration
+    from jobs.registry import all_jobs
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("<!-- section: daemon -->", 1)[1].split("<!-- section:", 1)[0]
+    rows = {match.group(1): match.groups()[1:] for match in
+            re.finditer(r"^\| (\w+) \| (database|host) \| `([^`]+)`[^|]*\| ([^|]+) \|$", section, re.MULTILINE)}
+    units = {"h": "h", "min": "m", "s": "s"}
+    for name, module in all_jobs().items():
+        options = module.Options()
+        assert name in rows, f"README's schedule table lacks {name}"
+        scope, schedule, timeout = rows[name]
+        number, unit = timeout.strip().split(" ")
+        assert (scope, schedule, f"{number}{units[unit]}") == (module.SCOPE, options.schedule, format_duration(options.timeout)), name
