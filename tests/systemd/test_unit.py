@@ -73,11 +73,11 @@ def test_unit_stop_timeout_outlasts_the_longest_job_timeout_and_the_stop_grace()
 def test_unit_hardening_keeps_proc_meminfo_and_writes_only_the_service_log_directory():
     text = UNIT.read_text()
     assert not values("ProcSubset"), "ProcSubset=pid hides /proc/meminfo from the host checks"
-    assert values("ReadWritePaths") == ["-/var/log/jackpot"]
+    assert values("ReadWritePaths") == ["-/opt/jackpot-service/logs"]
     assert values("ProtectSystem") == ["strict"]
     # every relaxed option says why, in a comment right above it
     for section, key, value, comment in unit_entries(text):
-        if (key, value) in {("PrivateNetwork", "no"), ("ReadWritePaths", "-/var/log/jackpot")}:
+        if (key, value) in {("PrivateNetwork", "no"), ("ReadWritePaths", "-/opt/jackpot-service/logs")}:
             assert comment, f"{key}={value} is relaxed without a comment saying why"
 
 
