@@ -346,6 +346,9 @@ class Daemon:
     # ---- signals: handlers only set flags -----------------------------------------------------
 
     def install_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            logger.debug("not the main thread: no signal handlers (call request_stop() / request_reload())")
+            return
         signal.signal(signal.SIGTERM, self._on_stop_signal)
         signal.signal(signal.SIGINT, self._on_stop_signal)
         signal.signal(signal.SIGHUP, self._on_reload_signal)
@@ -354,6 +357,14 @@ class Daemon:
         self._stop_requested += 1
 
     def _on_reload_signal(self, signum: int, _frame: Any) -> None:
+        self._reload_requested = True
+
+    def request_stop(self) -> None:
+        """Stop as SIGTERM would (for a daemon embedded in another program's thread)."""
+        self._stop_requested += 1
+
+    def request_reload(self) -> None:
+        """Reload as SIGHUP would."""
         self._reload_requested = True
 
     # ---- start --------------------------------------------------------------------------------
