@@ -65,8 +65,11 @@ def _batch_sql(table: str, archive: bool, max_entries: int) -> str:
     scan_sizes = ",\n".join(f"    {_SIZE.format(column=column)} AS {column}_size" for column in HISTORY_COLUMNS)
     over = " OR ".join(f"{column}_size > :max_entries" for column in HISTORY_COLUMNS)
     sized_over = " OR ".join(f"sized.{column}_size > :max_entries" for column in HISTORY_COLUMNS)
-    locked_sizes = ",\n".join(f"    {_SIZE.format(column=f'locked.{column}')} AS {column}_size"
-                               for column in HISTORY_COLUMNS)
+    # the scan's sizes hold when the locked row is the version the scan read (same xmin); a row the
+    # service changed in between is measured again
+    locked_sizes = ",\n".join(
+        f"    CASE WHEN locked.xmin = scanned.xmin THEN scanned.{column}_size "
+        f"ELSE {_SIZE.format(column=f'locked.{column}')} END AS {column}_size" for column in HISTORY_COLUMNS)
     set_columns = ",\n    ".join(
         f"{column} = CASE WHEN sized.{column}_size > :max_entries "
         f"THEN jsonb_path_query_array(t.{column}, 'strict $[last - {keep_last} to last]') ELSE t.{column} END"
@@ -84,7 +87,6 @@ archived AS (
     {removed_values}
   ) AS removed(history_column, entries, entry_count)
   WHERE entries IS NOT NULL
-  ORDER BY id, history_column
   RETURNING history_column, entry_count
 )"""
         archived = ",\n".join(
@@ -100,7 +102,7 @@ archived AS (
                              for column in HISTORY_COLUMNS)
     return f"""
 WITH scanned AS MATERIALIZED (
-  SELECT id,
+  SELECT id, xmin,
 {scan_sizes}
   FROM {quoted} WHERE id > :after AND id <= :upto
 ),
@@ -108,17 +110,17 @@ candidates AS (
   SELECT id FROM scanned WHERE {over}
 ),
 locked AS (
-  SELECT t.id, t."group", t.contribution_history, t.win_history
+  SELECT t.id, t.xmin, t."group", t.contribution_history, t.win_history
   FROM {quoted} AS t
   WHERE t.id IN (SELECT id FROM candidates)
   ORDER BY t.id
   FOR UPDATE OF t SKIP LOCKED
 ),
 sized AS MATERIALIZED (
-  -- the locked version's sizes (NULL unless an array): the row may have changed since the scan
-  SELECT locked.*,
+  -- the locked version's sizes (NULL unless an array)
+  SELECT locked.id, locked."group", locked.contribution_history, locked.win_history,
 {locked_sizes}
-  FROM locked
+  FROM locked JOIN scanned ON scanned.id = locked.id
 ){archive_cte},
 updated AS (
   UPDATE {quoted} AS t SET
