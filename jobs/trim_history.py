@@ -19,6 +19,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import sqlalchemy.exc
 from pydantic import Field
 from sqlalchemy import text
 
@@ -181,7 +182,12 @@ class _Batches:
         self.size = min(options.batch_size, options.max_batch_size)
         self.maximum = options.max_batch_size
         self.target_seconds = options.max_lock_ms / 1000 * 0.5
+        # a batch (of more than one row) still running at twice the limit is cancelled and retried smaller
+        self.cap_ms = options.max_lock_ms * 2
         self.seconds_per_row = 0.0
+
+    def shrink(self) -> None:
+        self.size = max(1, self.size // 4)
 
     def next_size(self, rows: int, seconds: float) -> int:
         if rows > 0 and seconds > 0:
@@ -201,7 +207,7 @@ def run(context: JobContext) -> JobResult:
         **{f"rows_not_array_{column}": 0 for column in HISTORY_COLUMNS},
         **{f"entries_removed_{column}": 0 for column in HISTORY_COLUMNS},
         **{f"entries_archived_{column}": 0 for column in HISTORY_COLUMNS},
-        "batches": 0, "longest_batch_lock_ms": 0.0, "last_batch_size": 0,
+        "batches": 0, "batches_retried_smaller": 0, "longest_batch_lock_ms": 0.0, "last_batch_size": 0,
     }
     try:
         _check_archive_exists(context, archive)
@@ -213,15 +219,27 @@ def run(context: JobContext) -> JobResult:
                 if context.cancelled():
                     return _result(summary, context, cancelled=True)
                 started = time.perf_counter()
-                with connection.begin():
-                    upto, rows = connection.execute(text(_range_sql(table)),
-                                                    {"after": after, "limit": batches.size}).one()
-                    if not rows:
-                        break
-                    counts = connection.execute(statement, {
-                        "after": after, "upto": upto, "max_entries": options.max_entries,
-                        "table_name": table,
-                        "run_id": context.run_id}).mappings().one()
+                try:
+                    with connection.begin():
+                        if batches.size > 1:
+                            # a hard cap: a batch slowed down by a load spike is rolled back (nothing
+                            # changes) and retried smaller, instead of holding its locks longer
+                            connection.execute(text(f"SET LOCAL statement_timeout = {batches.cap_ms}"))
+                        upto, rows = connection.execute(text(_range_sql(table)),
+                                                        {"after": after, "limit": batches.size}).one()
+                        if not rows:
+                            break
+                        counts = connection.execute(statement, {
+                            "after": after, "upto": upto, "max_entries": options.max_entries,
+                            "table_name": table, "run_id": context.run_id}).mappings().one()
+                except sqlalchemy.exc.DBAPIError as error:
+                    if sqlstate_of(error) != "57014" or context.cancelled() or batches.size <= 1:
+                        raise
+                    summary["batches_retried_smaller"] += 1
+                    summary["longest_batch_lock_ms"] = max(summary["longest_batch_lock_ms"],
+                                                           round((time.perf_counter() - started) * 1000, 1))
+                    batches.shrink()
+                    continue
                 elapsed = time.perf_counter() - started
                 _add(summary, counts, elapsed, context.dry_run)
                 summary["last_batch_size"] = rows

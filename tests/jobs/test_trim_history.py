@@ -333,3 +333,19 @@ def test_trim_history_asked_to_stop_finishes_its_batch_reports_what_it_did_and_a
     result, payload = run_here(over_limit, state_url)
     assert payload["summary"]["rows_trimmed"] == 40 - done
     assert_nothing_lost(original, histories(over_limit), archived(over_limit))
+
+
+def test_trim_history_rolls_back_a_batch_that_runs_past_twice_max_lock_ms_and_retries_it_smaller(database_url, state_url):
+    sample_data.create_table(database_url)
+    sample_data.insert_rows(database_url, rows=30, contribution_entries=2000, win_entries=10)
+    init_schema(database_url)
+    original = histories(database_url)
+    result, payload = run_here(database_url, state_url, max_entries=1000, max_lock_ms=10, batch_size=30)
+    assert result.returncode == 0, result.stderr
+    summary = payload["summary"]
+    assert summary["batches_retried_smaller"] >= 1, "30 rows of 2000 entries take longer than 20 ms"
+    assert summary["rows_trimmed"] == 30
+    now = histories(database_url)
+    assert_nothing_lost(original, now, archived(database_url))
+    for row_id, before in original.items():
+        assert now[row_id]["version"] == before["version"] + 1, "a rolled-back batch left no trace"
