@@ -151,8 +151,10 @@ def schema_status(connection: Connection) -> dict[str, list[str]]:
     status: dict[str, list[str]] = {}
     for table, expected in MAINT_TABLES.items():
         schema, name = split_table(table)
+        # the catalogs, not information_schema: that hides tables the role has no privilege on
         present = set(connection.execute(text(
-            "SELECT column_name FROM information_schema.columns WHERE table_schema = :schema AND table_name = :name"),
+            f"SELECT a.attname FROM pg_attribute a JOIN ({('SELECT c.oid FROM ' + RELATION_BY_NAME)}) AS r "
+            "ON a.attrelid = r.oid WHERE a.attnum > 0 AND NOT a.attisdropped"),
             {"schema": schema, "name": name}).scalars())
         status[table] = [column for column in expected if column not in present]
     return status
@@ -187,7 +189,8 @@ class Privilege:
                 return f"GRANT MAINTAIN ON TABLE {_quote_relation(self.target)} TO {grantee};"
             owner_text = _quote_any(owner) if owner else '"<owner of the table>"'
             return (f"GRANT {owner_text} TO {grantee};  -- before PostgreSQL 17 only the table's owner (or a member "
-                    f"of the owning role) may VACUUM it; from 17: GRANT MAINTAIN ON TABLE {_quote_relation(self.target)}")
+                    f"of the owning role) may VACUUM it; from 17: GRANT MAINTAIN ON TABLE {_quote_relation(self.target)} "
+                    f"TO {grantee}")
         raise ValueError(f"unknown privilege kind {self.kind!r}")
 
 
