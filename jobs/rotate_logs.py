@@ -447,6 +447,14 @@ def _rotate(rotation: Rotation, log: LogFile, reason: str) -> bool:
         rotation.skip(log.path, f"olddir {log.rotated_dir} is on another filesystem: method create renames, "
                                 "which cannot cross filesystems (use method copytruncate or move olddir)", problem=True)
         return False
+    if options.method == "create":
+        status = os.stat(log.path)
+        if not can_give_owner(status.st_uid, status.st_gid, os.geteuid(), os.getegid(), os.getgroups()):
+            rotation.skip(log.path, f"cannot create the new log owned by uid {status.st_uid} gid {status.st_gid} "
+                                    f"as uid {os.geteuid()} (not root): the service could not write to it. Run "
+                                    "rotate_logs as root or as the log's owner, or use method copytruncate",
+                          problem=True)
+            return False
     # log text compresses 5-20x: half the size is a safe guess for the .gz, and a compression that
     # runs out of room anyway is undone cleanly
     needed = (size if options.method == "copytruncate" else 0) + (size // 2 if options.compress else 0)
@@ -471,6 +479,12 @@ def _rotate(rotation: Rotation, log: LogFile, reason: str) -> bool:
         return False
     rotation.rotated += 1
     return True
+
+
+def can_give_owner(uid: int, gid: int, euid: int, egid: int, groups: list[int]) -> bool:
+    """Whether a process with these ids can create a file owned by uid:gid (root can; anyone else
+    only their own uid and one of their groups)."""
+    return euid == 0 or (uid == euid and (gid == egid or gid in groups))
 
 
 def _failed(rotation: Rotation, log: LogFile, path: str, what: str, error: OSError) -> None:

@@ -537,3 +537,11 @@ def test_leftovers_of_a_killed_compression_are_listed_by_a_dry_run_and_cleaned_b
     assert job.names() == ["application.log", "application.log.1.gz"]
     with gzip.open(job.logs / "application.log.1.gz", "rb") as handle:
         assert handle.read() == original
+
+
+def test_create_is_refused_when_the_new_log_could_not_get_the_services_owner():
+    # the daemon's own user (the unit's User=jackpot-maint, uid 990 here) rotating logs of the service (uid 1001)
+    assert not rotate_logs.can_give_owner(1001, 1001, euid=990, egid=990, groups=[990])
+    assert not rotate_logs.can_give_owner(990, 1001, euid=990, egid=990, groups=[990])  # wrong group
+    assert rotate_logs.can_give_owner(990, 1001, euid=990, egid=990, groups=[990, 1001])
+    assert rotate_logs.can_give_owner(1001, 1001, euid=0, egid=0, groups=[])
