@@ -166,6 +166,7 @@ class Rotation:
     # rotated by rename this run (or a recovered run): wait for the writer to let go before compressing
     renamed: dict[str, str] = field(default_factory=dict)
     planned: set[str] = field(default_factory=set)  # dry run: logs that would be rotated
+    copied: set[str] = field(default_factory=set)  # copytruncate copies made this run: no writer has them
     needs_reopen: bool = False
     reopen_sent: bool = False
     disk_findings: dict[str, Finding] = field(default_factory=dict)
@@ -641,6 +642,7 @@ def _rotate_by_copy(rotation: Rotation, log: LogFile, target: str) -> None:
         os.close(source)
     os.rename(temporary, target)
     streams.fsync_directory(log.rotated_dir)
+    rotation.copied.add(target)
     journal.pop("pending", None)
     journal["last_rotated"] = at
     rotation.save_journal(log.path)
@@ -730,7 +732,7 @@ def _compress_one(rotation: Rotation, log: LogFile, path: str) -> None:
         return
     just_renamed = path in rotation.renamed.values()
     wait = rotation.options.reopen_timeout if just_renamed and rotation.reopen_sent else 0.0
-    in_use = writers.wait_until_let_go(path, wait)
+    in_use = None if path in rotation.copied else writers.wait_until_let_go(path, wait)
     if in_use:
         reason = (f"{path} is still in use ({in_use}): not compressed yet (the writer has not reopened its "
                   "log); a later run compresses it")
