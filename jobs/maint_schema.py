@@ -38,6 +38,10 @@ repair_audit  -- validate_data --repair writes one row per changed value, in the
     reverted_at     NULL until reverted; set by `repairs revert` (with reverted_by_run) so a second
     reverted_by_run revert of the same run does nothing.
 
+schedule_claims  -- the daemon's claims of scheduled fires, so that several hosts run each fire once
+    (owned by scheduler/locks.py, which defines its columns; `db init` creates it for a daemon role that
+    may not create tables).
+
 Privileges: `required_privileges()` lists, per job, the privileges the configured role needs, each
 with the GRANT that gives it (used by `db check` and by the jobs' permission-denied messages).
 """
@@ -55,11 +59,12 @@ from scheduler.db import quote_identifier, quote_table, split_table
 SCHEMA = "jackpot_maint"
 HISTORY_ARCHIVE = f"{SCHEMA}.history_archive"
 REPAIR_AUDIT = f"{SCHEMA}.repair_audit"
+SCHEDULE_CLAIMS = f"{SCHEMA}.schedule_claims"  # the daemon's; see scheduler/locks.py
 HISTORY_COLUMNS = ("contribution_history", "win_history")
 
 # Each step: (what it creates, whether it exists already (SQL returning a boolean), the DDL).
 # IF NOT EXISTS makes every step safe to repeat; the existence probe only serves to say what was created.
-_STEPS: list[tuple[str, str, str]] = [
+_STEPS: list[tuple[str, str, str | None]] = [
     (f"schema {SCHEMA}",
      f"SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = '{SCHEMA}')",
      f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}"),
@@ -114,6 +119,11 @@ _STEPS: list[tuple[str, str, str]] = [
     (f"index {SCHEMA}.repair_audit_row",
      f"SELECT to_regclass('{SCHEMA}.repair_audit_row') IS NOT NULL",
      f"CREATE INDEX IF NOT EXISTS repair_audit_row ON {REPAIR_AUDIT} (source_table, row_id)"),
+    # the daemon's claims of scheduled fires (several hosts); it creates the table itself when its role
+    # may, and `db init` creates it for a role that may not (the DDL is scheduler/locks.py's)
+    (f"table {SCHEDULE_CLAIMS}",
+     f"SELECT to_regclass('{SCHEDULE_CLAIMS}') IS NOT NULL",
+     None),
 ]
 
 # FROM clause finding a relation by :schema and :name without needing USAGE on the schema.
@@ -126,6 +136,7 @@ MAINT_TABLES = {
                       "run_id", "archived_at"],
     REPAIR_AUDIT: ["id", "source_table", "row_id", "column_name", "old_value", "new_value", "rule", "run_id",
                    "repaired_at", "version_before", "version_after", "reverted_at", "reverted_by_run"],
+    SCHEDULE_CLAIMS: ["job", "scheduled_for", "host", "pid", "claimed_at"],
 }
 
 
@@ -141,6 +152,10 @@ def ensure_schema(connection: Connection) -> list[str]:
     for what, probe, ddl in _STEPS:
         existed = bool(connection.execute(text(probe)).scalar())
         if not existed:
+            if ddl is None:
+                from scheduler.locks import _CLAIMS_DDL
+
+                ddl = _CLAIMS_DDL[-1]
             connection.execute(text(ddl))
             created.append(what)
     return created
@@ -229,7 +244,15 @@ def required_privileges(table: str, *, repair: bool = False, terminate: bool = T
                          "see other sessions' queries and states in pg_stat_activity (pg_monitor includes it)")]
     if terminate:
         monitor.append(Privilege("monitor", "role", "pg_signal_backend", "MEMBER", "terminate runaway queries"))
-    return {"vacuum_analyze": vacuum, "trim_history": trim, "validate_data": validate, "monitor": monitor}
+    # the daemon itself, for every scheduled fire of a database job (claims shared by all hosts)
+    daemon = [
+        Privilege("daemon", "schema", SCHEMA, "USAGE", "reach the schedule claims"),
+        Privilege("daemon", "table", SCHEDULE_CLAIMS, "SELECT", "see which host claimed a fire"),
+        Privilege("daemon", "table", SCHEDULE_CLAIMS, "INSERT", "claim a scheduled fire"),
+        Privilege("daemon", "table", SCHEDULE_CLAIMS, "DELETE", "delete claims past scheduler.claim_retention_days"),
+    ]
+    return {"vacuum_analyze": vacuum, "trim_history": trim, "validate_data": validate, "monitor": monitor,
+            "daemon": daemon}
 
 
 def has_privilege(connection: Connection, privilege: Privilege) -> tuple[bool, dict[str, Any]]:

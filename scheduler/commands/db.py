@@ -106,6 +106,8 @@ def check_command(args: argparse.Namespace) -> int:
 
 
 def _job_enabled(settings, job: str) -> bool:
+    if job == "daemon":
+        return True
     options = getattr(settings.jobs, job, None)
     return bool(options.enabled) if options is not None else False
 
@@ -167,7 +169,7 @@ def run_checks(connection, settings) -> dict[str, Any]:
                 entry["grant"] = privilege.grant(role, owner=details.get("owner"), server_version=version)
             entries.append(entry)
         missing = [entry for entry in entries if not entry["ok"] and not entry.get("missing_object")]
-        jobs[job] = {"enabled": enabled, "available": getattr(settings.jobs, job, None) is not None,
+        jobs[job] = {"enabled": enabled, "available": job == "daemon" or getattr(settings.jobs, job, None) is not None,
                      "ok": not missing, "privileges": entries}
         if missing and enabled:
             problems.append(f"{job}: the role {role} lacks " + ", ".join(
