@@ -545,3 +545,32 @@ def test_create_is_refused_when_the_new_log_could_not_get_the_services_owner():
     assert not rotate_logs.can_give_owner(990, 1001, euid=990, egid=990, groups=[990])  # wrong group
     assert rotate_logs.can_give_owner(990, 1001, euid=990, egid=990, groups=[990, 1001])
     assert rotate_logs.can_give_owner(1001, 1001, euid=0, egid=0, groups=[])
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not Path("/usr/bin/python3").exists(),
+                    reason="needs root (to start a process as nobody) and a system /usr/bin/python3")
+def test_without_root_a_file_counts_as_let_go_only_once_it_has_been_quiet_for_a_second():
+    import shutil
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="rotate-nobody-"))
+    try:
+        folder.chmod(0o755)
+        log = folder / "application.log"
+        writer = start_writer(log, rate=500)
+        check = ("import sys; sys.path.insert(0, sys.argv[1]); import writers; "
+                 "print(repr(writers.wait_until_let_go(sys.argv[2], float(sys.argv[3]))))")
+
+        def as_nobody(timeout: float) -> str:
+            # this process cannot see root's descriptors in /proc, like the daemon's own user
+            return subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3",
+                                   "-c", check, str(Path(rotate_logs.__file__).parent / "logrotate"), str(log),
+                                   str(timeout)], capture_output=True, text=True, timeout=30, check=True).stdout
+        try:
+            writer.wait_for_lines(20)
+            assert "written to" in as_nobody(0.3)  # /proc shows it no holder, but it is being written
+        finally:
+            writer.stop()
+        assert as_nobody(5).strip() == "None"  # quiet for a second: let go
+    finally:
+        shutil.rmtree(folder)
