@@ -203,7 +203,7 @@ def _crash(tmp_path: Path, config_path: Path, step: str) -> int:
             code = main(["--config", str(config_path), "jobs", "run", "rotate_logs"])
         finally:
             os._exit(code)
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         finished, status = os.waitpid(pid, os.WNOHANG)
         if finished:
