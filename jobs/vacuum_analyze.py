@@ -24,7 +24,7 @@ from sqlalchemy import text
 from config.types import Duration, Schedule, TableName
 from jobs.base import Finding, JobContext, JobOptions, JobResult
 from jobs.maint_schema import Privilege
-from scheduler.db import create_target_engine, quote_table
+from scheduler.db import create_target_engine, quote_table, split_table
 from scheduler.errors import classify, sqlstate_of
 
 NAME = "vacuum_analyze"
@@ -72,13 +72,16 @@ SELECT c.oid,
          OR pg_has_role((SELECT datdba FROM pg_database WHERE datname = current_database()), 'USAGE')
          OR (current_setting('server_version_num')::int >= 170000 AND has_table_privilege(c.oid, 'MAINTAIN'))
          AS may_vacuum
-FROM pg_class c LEFT JOIN pg_stat_all_tables s ON s.relid = c.oid
-WHERE c.oid = to_regclass(:relation)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_stat_all_tables s ON s.relid = c.oid
+WHERE n.nspname = :schema AND c.relname = :name AND c.relkind IN ('r', 'm', 'p')
 """
 
 
 def _stats(connection, table: str) -> dict[str, Any] | None:
-    row = connection.execute(text(_STATS_SQL), {"relation": quote_table(table)}).mappings().first()
+    # by name, not to_regclass(), which raises an error instead of answering when USAGE on the schema is missing
+    schema, name = split_table(table)
+    row = connection.execute(text(_STATS_SQL), {"schema": schema, "name": name}).mappings().first()
     if row is None:
         return None
     stats = dict(row)
