@@ -12,7 +12,6 @@ import json
 import os
 import tomllib
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Mapping
 
 from pydantic import BaseModel, SecretStr, ValidationError

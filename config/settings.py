@@ -62,7 +62,7 @@ class DatabaseSettings(Section):
 
         try:
             parsed = make_url(text)
-            port = parsed.port  # noqa: F841 - parsing the port raises on garbage
+            parsed.port  # noqa: B018 - parsing the port raises on garbage
             split = urlsplit(text)
             split.port  # noqa: B018 - raises ValueError on a bad port or bracket
             if parsed.host and not _HOST.match(parsed.host):

@@ -36,7 +36,6 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from traceback import format_tb
 from typing import Any
 
@@ -639,7 +638,6 @@ class Daemon:
 
     def _catch_up(self, names: list[str], *, reason: str) -> None:
         """Plan each job's catch-up from the ledger; record what is missed; run the latest fire once."""
-        from scheduler import ledger
 
         now = datetime.now(timezone.utc)
         for name in names:

@@ -21,7 +21,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import Any, TextIO
 
 from scheduler import sample_data
 from scheduler.pgcluster import PostgresCluster, free_port
@@ -335,7 +335,7 @@ class Demo:
         for event, count in self.account.events.items():
             word = event.replace("level:", "at level ")
             words[word] = words.get(word, 0) + count
-        print(f"  notifications sent: " + (", ".join(f"{count} {event}" for event, count in sorted(words.items())) or "none"),
+        print("  notifications sent: " + (", ".join(f"{count} {event}" for event, count in sorted(words.items())) or "none"),
               file=out)
         try:
             from scheduler.alerts import list_alerts

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-import sqlalchemy
 from sqlalchemy import Boolean, Column, Index, Integer, String, Table, Text, select
 
 from scheduler.state import StateStore, UTCDateTime, metadata, register_component, utcnow
@@ -127,7 +126,7 @@ def mark_abandoned(state: StateStore, *, host: str | None = None) -> list[RunRec
         rows = connection.execute(select(runs).where(runs.c.status == "running", runs.c.host == host)).all()
     abandoned = []
     for row in rows:
-        if row.pid is not None and row.pid != os.getpid() and _pid_alive(row.pid):
+        if row.pid is not None and row.pid != os.getpid() and pid_alive(row.pid):
             continue
         if row.pid == os.getpid():
             continue
@@ -141,20 +140,20 @@ def mark_abandoned(state: StateStore, *, host: str | None = None) -> list[RunRec
     return abandoned
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this host (a zombie counts as gone)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    # a zombie or a reused pid of another program: check it is one of ours
     try:
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            command = handle.read().replace(b"\0", b" ")
-    except OSError:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            # the state letter follows the command name in parentheses
+            return handle.read().rpartition(b")")[2].split()[0] != b"Z"
+    except (OSError, IndexError):
         return True
-    return b"jackpot" in command or b"scheduler" in command or b"python" in command
 
 
 def running_runs(state: StateStore, job: str | None = None) -> list[RunRecord]:

@@ -186,7 +186,7 @@ class StateStore:
         except Exception as error:  # noqa: BLE001
             failure = classify(error, resource=f"the state store {self.display}")
             raise StateStoreUnavailable(failure.message, code=failure.code, db_code=failure.db_code,
-                                        hint=f"check state.url and that the state store is reachable and writable") from None
+                                        hint="check state.url and that the state store is reachable and writable") from None
         if self.path is not None:
             _tighten_permissions(self.path)
 

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from datetime import datetime, timezone
 from typing import Any
 
 from scheduler.commands._common import add_json_flag, load, print_json, print_table
 from scheduler.errors import EXIT_OK, EXIT_PROBLEMS, EXIT_UNREACHABLE
+from scheduler.ledger import pid_alive
 
 UNHEALTHY_STATUSES = ("failed", "missed", "abandoned", "cancelled")
 
@@ -128,19 +128,9 @@ def read_pid_file() -> dict[str, Any] | None:
         except (OSError, ValueError):
             continue
         pid = info.get("pid")
-        if isinstance(pid, int) and _pid_alive(pid):
+        if isinstance(pid, int) and pid_alive(pid):
             return info
     return None
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _alive(heartbeat: dict[str, Any], pid_info: dict[str, Any] | None) -> bool:
@@ -154,7 +144,7 @@ def _alive(heartbeat: dict[str, Any], pid_info: dict[str, Any] | None) -> bool:
         return False
     # another runtime directory (e.g. systemd's, seen from a shell): trust a fresh heartbeat of a live pid
     fresh = age < 3 * float(heartbeat.get("heartbeat_interval") or 30) + 5
-    return fresh and isinstance(heartbeat.get("pid"), int) and _pid_alive(heartbeat["pid"])
+    return fresh and isinstance(heartbeat.get("pid"), int) and pid_alive(heartbeat["pid"])
 
 
 def _local(value: str | None) -> str:
