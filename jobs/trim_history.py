@@ -5,7 +5,8 @@ The guide's `cleanup-history --max-entries=1000`, made safe for a live service:
   (and so the same transaction) as the trim, unless `archive = false` says otherwise;
 - the service is not hurt: the table is walked in primary-key batches, each its own short transaction
   that locks only the rows it trims, with FOR UPDATE SKIP LOCKED (a row the service holds is skipped and
-  left for the next run); the batch size adapts so that a batch holds its locks at most `max_lock_ms`;
+  left for the next run); the batch size adapts so that a batch holds its locks at most `max_lock_ms`,
+  and a batch still running at twice that is rolled back and retried smaller;
 - both arrays of a row change in one UPDATE, with version = version + 1 and last_modified_at = now(),
   so the service's optimistic locking sees the change instead of overwriting it;
 - a history that is not an array (SQL NULL, JSON null, an object, a scalar) is never modified, only
