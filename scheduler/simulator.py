@@ -27,6 +27,8 @@ release, long_query {seconds}, stop_query, leak {mb}, free, reset, state.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import argparse
 import json
 import os
@@ -312,11 +314,12 @@ class _Server(ThreadingHTTPServer):
         self.service = service
 
 
-class _Controls:
+class _Controls(ABC):
     """The control API, shared by the in-process Simulator and the SimulatorProcess client."""
 
+    @abstractmethod
     def _control(self, action: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
-        raise NotImplementedError
+        """Perform one control action and return the service's state."""
 
     def set_mode(self, mode: str, *, endpoint: str | None = None) -> dict[str, Any]:
         """healthy, degraded, slow, down or hang; for every endpoint, or only `endpoint` (e.g. '/health')."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +23,7 @@ class Message:
     data: dict[str, Any] = field(default_factory=dict)
 
 
-class Target:
+class Target(ABC):
     """One place a message goes. Subclasses implement send(); id is stable across restarts (it keys
     the outbox), display is safe to print (apprise's privacy form, never a token)."""
 
@@ -32,9 +34,9 @@ class Target:
         self.display = display
         self.timeout = timeout
 
-    def send(self, message: Message, timeout: float) -> None:  # pragma: no cover - interface
+    @abstractmethod
+    def send(self, message: Message, timeout: float) -> None:
         """Deliver the message within timeout seconds. Raise NotifyFailed when it did not get through."""
-        raise NotImplementedError
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.id} {self.display}>"
