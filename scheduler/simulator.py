@@ -28,7 +28,6 @@ release, long_query {seconds}, stop_query, leak {mb}, free, reset, state.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-
 import argparse
 import json
 import os
