@@ -38,16 +38,7 @@ from scheduler import sample_data  # noqa: E402
 from scheduler.pgcluster import PostgresCluster  # noqa: E402
 from scheduler.simulator import SimulatorProcess  # noqa: E402
 from scheduler.state import StateStore  # noqa: E402
-
-
-def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo", encoding="utf-8"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
+from machine import cpu_model  # noqa: E402 - bench/machine.py, beside this script
 
 
 def write_config(directory: Path, url: str, service_url: str, request_timeout: str = "1s") -> Path:

@@ -24,20 +24,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from machine import cpu_model  # noqa: E402 - bench/machine.py, beside this script
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 MIB = 1 << 20
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def log_block(size: int, seed: int = 7) -> bytes:

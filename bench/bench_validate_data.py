@@ -36,6 +36,7 @@ from jobs.base import JobContext  # noqa: E402
 from scheduler import sample_data  # noqa: E402
 from scheduler.db import create_target_engine  # noqa: E402
 from scheduler.pgcluster import PostgresCluster  # noqa: E402
+from machine import cpu_model  # noqa: E402 - bench/machine.py, beside this script
 
 TARGET = 1.3
 GUIDE_UPDATES = [
@@ -45,16 +46,6 @@ GUIDE_UPDATES = [
     "UPDATE jackpots SET max_amount = seed_amount * 10 WHERE max_amount IS NOT NULL AND max_amount < seed_amount",
     "UPDATE jackpots SET version = 0, last_modified_at = updated_at WHERE version < 0 OR version > 1000000",
 ]
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def load_table(url: str, rows: int) -> None:
